@@ -1,0 +1,5 @@
+package blockdev
+
+func registerBuiltins(r *Registry) {
+	r.Register("malloc", openMalloc)
+}
