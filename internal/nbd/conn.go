@@ -1,0 +1,222 @@
+package nbd
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kura-io/kura/internal/blockdev"
+)
+
+const (
+	// numSlots bounds the requests in flight per connection (the Linux
+	// client's queue depth is 128).
+	numSlots = 128
+	// readBufSize and writeBufSize size the per-connection socket buffers.
+	readBufSize  = 64 << 10
+	writeBufSize = 128 << 10
+	// drainTimeout bounds how long a shut-down connection may spend
+	// writing the replies of its in-flight requests.
+	drainTimeout = 2 * time.Second
+)
+
+// conn is one client connection. The reader goroutine (serve) owns br,
+// neg and the slot it is filling; workers own the slots handed to them.
+type conn struct {
+	srv  *Server
+	nc   net.Conn
+	addr netip.Addr
+	log  *slog.Logger
+	done chan struct{} // closed after serve returned and c was unregistered
+
+	br  *bufio.Reader
+	neg negotiation
+	exp *export // set by Server.attach under Server.mu, then read-only
+
+	// Transmission state, fixed once the export is chosen.
+	dev        blockdev.Device
+	size       uint64
+	minBlock   uint64
+	readOnly   bool
+	structured bool
+
+	free     chan *request // idle slots
+	work     chan *request // slots for the workers
+	workers  int           // workers started (reader only)
+	idle     atomic.Int32  // workers waiting for work
+	inflight atomic.Int32  // slots handed to workers and not yet answered
+	wg       sync.WaitGroup
+
+	queued atomic.Int32 // replies waiting for wmu; the last one flushes
+	wmu    sync.Mutex   // guards bw and werr in transmission; held for buffer appends and flushes only, never across device I/O
+	bw     *bufio.Writer
+	werr   error
+
+	closing atomic.Bool
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		srv:  s,
+		nc:   nc,
+		done: make(chan struct{}),
+		br:   bufio.NewReaderSize(nc, readBufSize),
+		bw:   bufio.NewWriterSize(nc, writeBufSize),
+	}
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		c.addr = ta.AddrPort().Addr().Unmap()
+	}
+	c.log = s.log.With("remote", nc.RemoteAddr().String())
+	return c
+}
+
+// shutdown asks the connection to end: reads stop at once, in-flight
+// requests finish and their replies get drainTimeout to be written.
+func (c *conn) shutdown() {
+	if c.closing.Swap(true) {
+		return
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
+	if cr, ok := c.nc.(interface{ CloseRead() error }); ok {
+		if cr.CloseRead() == nil {
+			return
+		}
+	}
+	_ = c.nc.Close()
+}
+
+// abort closes the socket at once (after a write error).
+func (c *conn) abort() {
+	c.closing.Store(true)
+	_ = c.nc.Close()
+}
+
+// serve runs the connection to its end and closes the socket.
+func (c *conn) serve() {
+	defer c.nc.Close()
+	_ = c.nc.SetDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
+	e, err := c.negotiate()
+	if err != nil {
+		c.logEnd("nbd negotiation ended", err)
+		return
+	}
+	if !c.srv.attach(c, e) {
+		c.log.Info("nbd export went away during negotiation", "export", e.name)
+		return
+	}
+	if c.closing.Load() {
+		return
+	}
+	_ = c.nc.SetDeadline(time.Time{})
+	c.log.Debug("nbd client attached", "export", e.name, "structured", c.neg.structured)
+	err = c.transmit(e)
+	c.logEnd("nbd client disconnected", err)
+}
+
+func (c *conn) logEnd(msg string, err error) {
+	switch {
+	case err == nil, errors.Is(err, errAbort), errors.Is(err, io.EOF), c.closing.Load():
+		c.log.Debug(msg, "err", err)
+	case errors.Is(err, errProtocol):
+		c.log.Warn(msg, "err", err)
+	default:
+		c.log.Info(msg, "err", err)
+	}
+}
+
+// transmit serves requests for export e until the client disconnects or
+// the connection is shut down, then drains in-flight requests. One reader
+// (this goroutine) decodes requests into preallocated slots. A request
+// that arrives while nothing else is in flight or buffered runs inline and
+// is answered directly (lowest QD1 latency); otherwise it goes to a
+// bounded, lazily started set of workers.
+func (c *conn) transmit(e *export) error {
+	c.dev = e.dev
+	c.size = uint64(e.dev.Size())
+	c.minBlock = uint64(e.dev.BlockSize())
+	c.readOnly = e.opts.ReadOnly
+	c.structured = c.neg.structured
+	c.neg.buf = nil
+
+	slots := make([]request, numSlots)
+	c.free = make(chan *request, numSlots)
+	c.work = make(chan *request, numSlots)
+	for i := range slots {
+		c.free <- &slots[i]
+	}
+	var err error
+	for {
+		r := <-c.free
+		if err = c.readRequest(r); err != nil {
+			c.free <- r
+			break
+		}
+		if r.typ == cmdDisc {
+			c.free <- r
+			break
+		}
+		if c.inflight.Load() == 0 && c.br.Buffered() == 0 {
+			c.process(r)
+			continue
+		}
+		c.dispatch(r)
+	}
+	close(c.work)
+	c.wg.Wait()
+	c.wmu.Lock()
+	if c.werr == nil {
+		c.werr = c.bw.Flush()
+	}
+	c.wmu.Unlock()
+	for i := range slots {
+		if slots[i].bufp != nil {
+			putBuf(slots[i].bufp)
+			slots[i].bufp = nil
+		}
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) && c.closing.Load() {
+		return nil
+	}
+	return err
+}
+
+// process executes one request, answers it and frees its slot.
+func (c *conn) process(r *request) {
+	code := c.execute(r)
+	c.reply(r, code)
+	r.release()
+	c.free <- r
+}
+
+// dispatch hands r to a worker, starting one if none is idle and the
+// limit allows.
+func (c *conn) dispatch(r *request) {
+	c.inflight.Add(1)
+	if c.idle.Load() == 0 && c.workers < c.srv.cfg.MaxWorkers {
+		c.workers++
+		c.wg.Add(1)
+		go c.worker()
+	}
+	c.work <- r // never blocks: capacity equals the number of slots
+}
+
+// worker processes dispatched requests until the reader closes c.work.
+func (c *conn) worker() {
+	defer c.wg.Done()
+	for {
+		c.idle.Add(1)
+		r, ok := <-c.work
+		c.idle.Add(-1)
+		if !ok {
+			return
+		}
+		c.process(r)
+		c.inflight.Add(-1)
+	}
+}

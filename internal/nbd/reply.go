@@ -1,0 +1,71 @@
+package nbd
+
+import "encoding/binary"
+
+// reply encodes the answer to r (NBD error value code) into r's scratch
+// header and hands it to the shared writer. Under structured replies a
+// READ is answered with one OFFSET_DATA chunk (or NONE for length 0) and
+// every error with an ERROR chunk; otherwise simple replies are used.
+func (c *conn) reply(r *request, code uint32) {
+	h := r.rhdr[:]
+	var data []byte
+	switch {
+	case c.structured && code != 0:
+		binary.BigEndian.PutUint32(h[0:], magicStructReply)
+		binary.BigEndian.PutUint16(h[4:], replyFlagDone)
+		binary.BigEndian.PutUint16(h[6:], replyTypeError)
+		binary.BigEndian.PutUint64(h[8:], r.cookie)
+		binary.BigEndian.PutUint32(h[16:], 6)
+		binary.BigEndian.PutUint32(h[20:], code)
+		binary.BigEndian.PutUint16(h[24:], 0) // no message
+		h = h[:26]
+	case c.structured && r.typ == cmdRead && r.length > 0:
+		binary.BigEndian.PutUint32(h[0:], magicStructReply)
+		binary.BigEndian.PutUint16(h[4:], replyFlagDone)
+		binary.BigEndian.PutUint16(h[6:], replyTypeOffsetData)
+		binary.BigEndian.PutUint64(h[8:], r.cookie)
+		binary.BigEndian.PutUint32(h[16:], 8+r.length)
+		binary.BigEndian.PutUint64(h[20:], r.off)
+		data = (*r.bufp)[:r.length]
+	case c.structured && r.typ == cmdRead:
+		binary.BigEndian.PutUint32(h[0:], magicStructReply)
+		binary.BigEndian.PutUint16(h[4:], replyFlagDone)
+		binary.BigEndian.PutUint16(h[6:], replyTypeNone)
+		binary.BigEndian.PutUint64(h[8:], r.cookie)
+		binary.BigEndian.PutUint32(h[16:], 0)
+		h = h[:structReplyLen]
+	default:
+		binary.BigEndian.PutUint32(h[0:], magicSimpleReply)
+		binary.BigEndian.PutUint32(h[4:], code)
+		binary.BigEndian.PutUint64(h[8:], r.cookie)
+		h = h[:simpleReplyLen]
+		if code == 0 && r.typ == cmdRead && r.length > 0 {
+			data = (*r.bufp)[:r.length]
+		}
+	}
+	c.send(h, data)
+}
+
+// send appends one reply to the connection's buffered writer. Replies
+// coalesce: a completion that finds others queued behind it leaves the
+// flush to the last of them, so a burst of completions costs one write
+// syscall. wmu is held only for the append and the flush.
+func (c *conn) send(hdr, data []byte) {
+	c.queued.Add(1)
+	c.wmu.Lock()
+	if c.werr == nil {
+		if _, err := c.bw.Write(hdr); err != nil {
+			c.werr = err
+		} else if len(data) > 0 {
+			_, c.werr = c.bw.Write(data)
+		}
+	}
+	if c.queued.Add(-1) == 0 && c.werr == nil {
+		c.werr = c.bw.Flush()
+	}
+	err := c.werr
+	c.wmu.Unlock()
+	if err != nil {
+		c.abort()
+	}
+}

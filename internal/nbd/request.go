@@ -1,0 +1,158 @@
+package nbd
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// request is one preallocated per-connection slot: the decoded request,
+// its payload buffer and scratch space for the reply header. A slot is
+// owned by exactly one goroutine at a time (reader → worker → free list).
+type request struct {
+	flags  uint16
+	typ    uint16
+	cookie uint64
+	off    uint64
+	length uint32
+
+	bufp *[]byte // pooled payload buffer, kept across requests when small
+	hdr  [requestHeaderLen]byte
+	rhdr [structReplyLen + 8]byte // reply header scratch
+}
+
+// decodeRequest parses a 28-byte request header. A bad magic is a protocol
+// violation (the stream cannot be resynchronised).
+func decodeRequest(r *request, h []byte) error {
+	if m := binary.BigEndian.Uint32(h[0:]); m != magicRequest {
+		return fmt.Errorf("%w: bad request magic %#x", errProtocol, m)
+	}
+	r.flags = binary.BigEndian.Uint16(h[4:])
+	r.typ = binary.BigEndian.Uint16(h[6:])
+	r.cookie = binary.BigEndian.Uint64(h[8:])
+	r.off = binary.BigEndian.Uint64(h[16:])
+	r.length = binary.BigEndian.Uint32(h[24:])
+	if r.typ == cmdWrite && r.length > maxPayload {
+		// The payload cannot be skipped without reading it: disconnect.
+		return fmt.Errorf("%w: write payload %d exceeds %d", errProtocol, r.length, maxPayload)
+	}
+	return nil
+}
+
+// data returns the slot's buffer resized to n bytes.
+func (r *request) data(n int) []byte {
+	if r.bufp == nil || cap(*r.bufp) < n {
+		if r.bufp != nil {
+			putBuf(r.bufp)
+		}
+		r.bufp = getBuf(n)
+	}
+	return (*r.bufp)[:n]
+}
+
+// release drops a large buffer back to the pool so idle slots do not pin
+// memory.
+func (r *request) release() {
+	if r.bufp != nil && cap(*r.bufp) > keepBufMaxLen {
+		putBuf(r.bufp)
+		r.bufp = nil
+	}
+}
+
+// readRequest reads the next request (and a WRITE payload) into r.
+func (c *conn) readRequest(r *request) error {
+	if _, err := io.ReadFull(c.br, r.hdr[:]); err != nil {
+		return err
+	}
+	if err := decodeRequest(r, r.hdr[:]); err != nil {
+		return err
+	}
+	if r.typ == cmdWrite && r.length > 0 {
+		if _, err := io.ReadFull(c.br, r.data(int(r.length))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validate checks a request against the export and returns the NBD error
+// for it, or 0.
+func (c *conn) validate(r *request) uint32 {
+	write := false
+	allowed := cmdFlagFUA
+	switch r.typ {
+	case cmdRead:
+		allowed |= cmdFlagDF // we always answer with one chunk
+	case cmdWrite, cmdTrim:
+		write = true
+	case cmdWriteZeroes:
+		write = true
+		allowed |= cmdFlagNoHole
+	case cmdFlush:
+		if r.flags&^allowed != 0 {
+			return errInval
+		}
+		return 0
+	case cmdCache:
+	default: // BLOCK_STATUS (no meta context offered) and unknown commands
+		return errInval
+	}
+	if r.flags&^allowed != 0 {
+		return errInval
+	}
+	if write && c.readOnly {
+		return errPerm
+	}
+	if (r.typ == cmdRead || r.typ == cmdWrite) && r.length > maxPayload {
+		return errInval
+	}
+	if r.off%c.minBlock != 0 || uint64(r.length)%c.minBlock != 0 {
+		return errInval
+	}
+	if r.off > c.size || uint64(r.length) > c.size-r.off {
+		if write && r.typ != cmdTrim {
+			return errNoSpc
+		}
+		return errInval
+	}
+	return 0
+}
+
+// execute validates and performs r against the device; it returns the NBD
+// error value for the reply.
+func (c *conn) execute(r *request) uint32 {
+	if e := c.validate(r); e != 0 {
+		return e
+	}
+	off, n := int64(r.off), int64(r.length)
+	var err error
+	switch r.typ {
+	case cmdRead:
+		if n > 0 {
+			_, err = c.dev.ReadAt(r.data(int(n)), off)
+		}
+		return errnoFor(err, false)
+	case cmdWrite:
+		if n > 0 {
+			_, err = c.dev.WriteAt(r.data(int(n)), off)
+		}
+	case cmdFlush:
+		return errnoFor(c.dev.Flush(), false)
+	case cmdTrim:
+		if n > 0 {
+			err = c.dev.Unmap(off, n)
+		}
+	case cmdWriteZeroes:
+		// With or without NO_HOLE the device zeroes the range; Device
+		// has no "punch hole and guarantee zeroes" primitive.
+		if n > 0 {
+			err = c.dev.WriteZeroes(off, n)
+		}
+	case cmdCache:
+		return 0
+	}
+	if err == nil && r.flags&cmdFlagFUA != 0 {
+		err = c.dev.Flush()
+	}
+	return errnoFor(err, true)
+}
