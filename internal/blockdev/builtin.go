@@ -2,4 +2,6 @@ package blockdev
 
 func registerBuiltins(r *Registry) {
 	r.Register("malloc", openMalloc)
+	r.Register("aio", openAIO)
+	r.Register("uring", openUring)
 }

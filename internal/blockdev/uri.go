@@ -127,10 +127,11 @@ func (p *Params) Int(key string, def, min, max int64) int64 {
 	return v
 }
 
-// BlockSize reads blk_size (512 or 4096).
+// BlockSize reads blk_size (512 or 4096); def is returned when it is absent.
 func (p *Params) BlockSize(def int) int {
+	_, present := p.q["blk_size"]
 	v := p.Int("blk_size", int64(def), 512, 4096)
-	if v != 512 && v != 4096 {
+	if present && v != 512 && v != 4096 {
 		p.fail(fmt.Errorf("%w %q: blk_size must be 512 or 4096, got %d", ErrInvalidURI, p.u.Redacted(), v))
 		return def
 	}
