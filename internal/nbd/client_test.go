@@ -32,7 +32,8 @@ type testClient struct {
 	desc    string
 	gotName string
 
-	hdr  [32]byte
+	hdr  [32]byte // receive scratch
+	shdr [28]byte // send scratch (a sender goroutine may run beside recv)
 	next uint64
 }
 
@@ -194,7 +195,7 @@ func (c *testClient) info(opt uint32, name string, infos ...uint16) (uint32, str
 // send writes one request header (+ payload) and returns its cookie.
 func (c *testClient) send(flags, typ uint16, off uint64, length uint32, payload []byte) uint64 {
 	c.next++
-	h := c.hdr[:28]
+	h := c.shdr[:]
 	binary.BigEndian.PutUint32(h[0:], 0x25609513)
 	binary.BigEndian.PutUint16(h[4:], flags)
 	binary.BigEndian.PutUint16(h[6:], typ)
