@@ -1,0 +1,98 @@
+package nexus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/kura-io/kura/internal/blockdev"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultChildTimeout = 30 * time.Second
+	DefaultSegmentSize  = 1 << 20
+	DefaultQueueDepth   = 64
+	defaultQueueLen     = 4096
+)
+
+// Config describes a nexus.
+type Config struct {
+	Name string
+	UUID string // key for the InfoStore and the dirty logs; defaults to Name
+	// Size in bytes; 0 means the smallest child. Children must be at least
+	// this large.
+	Size int64
+	// BlockSize is 512 or 4096; 0 means the children's (which must agree).
+	BlockSize int
+	Children  []string // child URIs
+	// Opener opens a child URI; nil uses a fresh blockdev.NewRegistry().
+	Opener func(ctx context.Context, uri string) (blockdev.Device, error)
+	// Store persists NexusInfo; nil keeps it in memory (no restart safety).
+	Store InfoStore
+	// LogDir holds the dirty-segment logs (one file per absent child); ""
+	// keeps them in memory only, so partial rebuild does not survive a
+	// restart.
+	LogDir string
+	// ChildTimeout bounds every child I/O; a child exceeding it is faulted.
+	ChildTimeout time.Duration
+	// RebuildRate limits rebuild copy bandwidth in bytes/s (0 = unlimited).
+	RebuildRate int64
+	// SegmentSize is the rebuild and dirty-log granule (multiple of the
+	// block size).
+	SegmentSize int64
+	// RebuildTasks is the number of concurrent segment copies per rebuild.
+	RebuildTasks int
+	// QueueDepth is the number of worker goroutines per child (the most
+	// I/Os one child sees at once).
+	QueueDepth int
+	Logger     *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" {
+		return fmt.Errorf("%w: name is required", ErrConfig)
+	}
+	if c.UUID == "" {
+		c.UUID = c.Name
+	}
+	if len(c.Children) == 0 {
+		return fmt.Errorf("%w: at least one child is required", ErrConfig)
+	}
+	seen := map[string]bool{}
+	for _, u := range c.Children {
+		if seen[u] {
+			return fmt.Errorf("%w: child %q listed twice", ErrConfig, u)
+		}
+		seen[u] = true
+	}
+	if c.BlockSize != 0 && c.BlockSize != 512 && c.BlockSize != 4096 {
+		return fmt.Errorf("%w: block size %d (want 512 or 4096)", ErrConfig, c.BlockSize)
+	}
+	if c.Opener == nil {
+		c.Opener = blockdev.NewRegistry().Open
+	}
+	if c.Store == nil {
+		c.Store = NewMemStore()
+	}
+	if c.ChildTimeout <= 0 {
+		c.ChildTimeout = DefaultChildTimeout
+	}
+	if c.SegmentSize <= 0 {
+		c.SegmentSize = DefaultSegmentSize
+	}
+	if c.SegmentSize%4096 != 0 {
+		return fmt.Errorf("%w: segment size %d must be a multiple of 4096", ErrConfig, c.SegmentSize)
+	}
+	if c.RebuildTasks <= 0 {
+		c.RebuildTasks = 2
+	}
+	if c.QueueDepth <= 0 {
+		c.QueueDepth = DefaultQueueDepth
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package nexus
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kura-io/kura/internal/blockdev"
+)
+
+// opKind is the kind of a child I/O.
+type opKind uint8
+
+const (
+	opRead opKind = iota
+	opWrite
+	opFlush
+	opUnmap
+	opZero
+)
+
+// Sub-op states.
+const (
+	subPending int32 = iota
+	subDone
+	subAbandoned
+)
+
+// subOp is one child's part of a nexus I/O. It lives inside a request.
+type subOp struct {
+	r     *request
+	inst  *instance
+	buf   []byte
+	err   error
+	state atomic.Int32
+}
+
+// request is one nexus I/O fanned out to children. Requests are pooled;
+// a request with an abandoned (timed-out) sub-op is dropped instead of
+// being reused, because the hung worker may still touch it.
+type request struct {
+	kind      opKind
+	off, n    int64
+	remaining atomic.Int32
+	done      chan struct{} // receives one value when remaining hits 0
+	timer     *time.Timer
+	subs      []subOp
+	bounce    []byte // read buffer; abandoned with the request on timeout
+}
+
+var requestPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &request{done: make(chan struct{}, 1), timer: t, subs: make([]subOp, 0, 4)}
+}}
+
+func getRequest(kind opKind, off, n int64) *request {
+	r := requestPool.Get().(*request)
+	r.kind, r.off, r.n = kind, off, n
+	r.subs = r.subs[:0]
+	return r
+}
+
+func putRequest(r *request) {
+	for i := range r.subs {
+		r.subs[i] = subOp{}
+	}
+	r.subs = r.subs[:0]
+	requestPool.Put(r)
+}
+
+// add appends a sub-op for inst (not yet submitted).
+func (r *request) add(inst *instance, buf []byte) {
+	r.subs = append(r.subs, subOp{})
+	s := &r.subs[len(r.subs)-1]
+	s.r, s.inst, s.buf = r, inst, buf
+}
+
+// readBuf returns a bounce buffer of n bytes.
+func (r *request) readBuf(n int) []byte {
+	if cap(r.bounce) < n {
+		r.bounce = make([]byte, n)
+	}
+	return r.bounce[:n]
+}
+
+// run submits every sub-op and waits for all of them, at most timeout.
+// It reports whether some sub-op was abandoned (timed out); those carry
+// blockdev.ErrTimeout and the request must not be reused.
+func (r *request) run(timeout time.Duration) (abandoned bool) {
+	r.remaining.Store(int32(len(r.subs)))
+	for i := range r.subs {
+		s := &r.subs[i]
+		if err := s.inst.submit(s); err != nil {
+			s.complete(err)
+		}
+	}
+	r.timer.Reset(timeout)
+	select {
+	case <-r.done:
+		r.timer.Stop()
+		return false
+	case <-r.timer.C:
+	}
+	for i := range r.subs {
+		s := &r.subs[i]
+		if s.state.CompareAndSwap(subPending, subAbandoned) {
+			abandoned = true
+		}
+	}
+	if !abandoned {
+		<-r.done // every sub-op finished just as the timer fired
+	}
+	return abandoned
+}
+
+// complete records a sub-op result unless it was abandoned. err is
+// written before the state CAS so a reader that observes subDone sees it.
+func (s *subOp) complete(err error) {
+	r := s.r
+	if s.state.Load() != subPending {
+		return
+	}
+	s.err = err
+	if !s.state.CompareAndSwap(subPending, subDone) {
+		return
+	}
+	if r.remaining.Add(-1) == 0 {
+		r.done <- struct{}{}
+	}
+}
+
+// result is the sub-op's outcome; call it after run returned.
+func (s *subOp) result() error {
+	if s.state.Load() == subAbandoned {
+		return blockdev.ErrTimeout
+	}
+	return s.err
+}
+
+// exec performs the sub-op on the instance's device.
+func (s *subOp) exec() error {
+	d, r := s.inst.dev, s.r
+	var err error
+	switch r.kind {
+	case opRead:
+		_, err = d.ReadAt(s.buf, r.off)
+	case opWrite:
+		_, err = d.WriteAt(s.buf, r.off)
+	case opFlush:
+		err = d.Flush()
+	case opUnmap, opZero:
+		err = d.WriteZeroes(r.off, r.n)
+	}
+	return err
+}
