@@ -152,7 +152,7 @@ done | sort -u | while read -r ko; do
 done
 cp "$WORK/k/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$R/lib/modules/$KVER/" 2>/dev/null || true
 depmod -b "$R" "$KVER"
-printf '%s\n' virtio_pci virtio_net configfs brd nbd nvme-fabrics nvme-tcp nvmet nvmet-tcp crc32c-intel > "$R/etc/modules"
+printf '%s\n' virtio_pci virtio_net configfs nbd nvme-fabrics nvme-tcp nvmet nvmet-tcp crc32c-intel > "$R/etc/modules"
 
 # 4. Dynamic binaries and the libraries ldd lists.
 add_bin() { # add_bin /path/on/host [dest-dir]
