@@ -1,0 +1,210 @@
+// Command kurabench runs Kura's comparative benchmark suite (issue 6) and
+// writes docs/benchmarks/results.json, the generated part of
+// docs/benchmarks.md and docs/benchmarks/iops-vs-qd.png. It is a developer
+// tool: scripts/bench.sh (make bench) installs fio, nbdkit, qemu-utils and
+// gnuplot, builds kura and kurabench-nbd, and runs it.
+//
+//	kurabench run [--quick] [--rounds N] [--runtime S] [--only a,b] [--workloads p,q]
+//	kurabench report [--json docs/benchmarks/results.json]   # re-render doc + plot
+//	kurabench systems                                        # list system names
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kura-io/kura/internal/benchsuite"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "kurabench:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() error {
+	return errors.New("usage: kurabench run|report|systems [flags] (kurabench run -h for flags)")
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return usage()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "run":
+		return cmdRun(ctx, args[1:])
+	case "report":
+		return cmdReport(ctx, args[1:])
+	case "systems":
+		for _, s := range benchsuite.AllSystems() {
+			fmt.Printf("%-16s %-7s %s\n", s.Name, s.Group, s.Desc)
+		}
+		return nil
+	default:
+		return usage()
+	}
+}
+
+type outputs struct {
+	json, doc, png string
+}
+
+func (o *outputs) flags(fs *flag.FlagSet) {
+	fs.StringVar(&o.json, "json", "docs/benchmarks/results.json", "results JSON")
+	fs.StringVar(&o.doc, "doc", "docs/benchmarks.md", "Markdown document whose generated section is replaced")
+	fs.StringVar(&o.png, "png", "docs/benchmarks/iops-vs-qd.png", "plot (IOPS vs queue depth)")
+}
+
+func cmdRun(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var (
+		o         outputs
+		quick     = fs.Bool("quick", false, "smoke test: 1 round, 2 s jobs, 0 ramp (results are not meaningful)")
+		rounds    = fs.Int("rounds", 3, "rounds (medians are taken over rounds)")
+		runtime   = fs.Duration("runtime", 6*time.Second, "measured time per job (plain numbers are seconds)")
+		ramp      = fs.Duration("ramp", time.Second, "fio ramp time per job")
+		only      = fs.String("only", "", "comma-separated systems to measure (default all; see `kurabench systems`)")
+		workloads = fs.String("workloads", "", "comma-separated workload name patterns (e.g. qd32,128k)")
+		file      = fs.String("file", "", "backing file (default /var/tmp/kura-bench/disk.img; must support O_DIRECT)")
+		sizeMiB   = fs.Int64("size-mib", 1024, "backing file size in MiB")
+		workDir   = fs.String("workdir", "", "logs, pool files, engine data (default next to the file)")
+		kura      = fs.String("kura", "bin/kura", "kura binary (missing: engine systems not available)")
+		kuraNBD   = fs.String("kura-nbd", "bin/kurabench-nbd", "kurabench-nbd binary (missing: Kura server-alone systems not available)")
+		note      = fs.String("note", "", "free text recorded in the results")
+		noDoc     = fs.Bool("no-doc", false, "write only the JSON (no Markdown, no plot)")
+	)
+	o.flags(fs)
+	// Accept "--runtime 10" as seconds.
+	args = secondsArgs(args, "runtime", "ramp")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *quick {
+		*rounds = 1
+		*runtime = 2 * time.Second
+		*ramp = 0
+		if *note == "" {
+			*note = "--quick smoke run: 1 round, 2 s jobs; not a measurement"
+		}
+	}
+	if *file == "" {
+		*file = "/var/tmp/kura-bench/disk.img"
+	}
+	if *workDir == "" {
+		*workDir = filepath.Join(filepath.Dir(*file), "work")
+	}
+	cfg := benchsuite.Config{
+		Rounds: *rounds, Runtime: *runtime, Ramp: *ramp, Only: *only, Workloads: *workloads,
+		File: *file, Size: *sizeMiB << 20, WorkDir: *workDir,
+		Kura: existing(*kura), KuraNBD: existing(*kuraNBD), Note: *note,
+		Logf: func(format string, a ...any) {
+			fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+		},
+	}
+	res, err := benchsuite.Run(ctx, cfg)
+	if res == nil {
+		return err
+	}
+	if err != nil {
+		slog.Warn("run incomplete; writing what was measured", "err", err)
+	}
+	if werr := benchsuite.WriteJSON(o.json, res); werr != nil {
+		return werr
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s\n", o.json)
+	if !*noDoc {
+		if rerr := render(ctx, res, o); rerr != nil {
+			return rerr
+		}
+	}
+	return err
+}
+
+func cmdReport(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	var o outputs
+	o.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	res, err := benchsuite.ReadJSON(o.json)
+	if err != nil {
+		return err
+	}
+	res.Medians = benchsuite.ComputeMedians(res.Samples)
+	res.Targets = benchsuite.EvaluateTargets(res.Medians)
+	return render(ctx, res, o)
+}
+
+func render(ctx context.Context, res *benchsuite.Results, o outputs) error {
+	plotRel := ""
+	if err := benchsuite.Plot(ctx, res, o.png); err != nil {
+		slog.Warn("no plot", "err", err)
+	} else {
+		fmt.Fprintf(os.Stderr, "wrote %s\n", o.png)
+		if rel, err := filepath.Rel(filepath.Dir(o.doc), o.png); err == nil {
+			plotRel = rel
+		}
+	}
+	md := benchsuite.Markdown(res, plotRel)
+	if err := benchsuite.WriteDoc(o.doc, md); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s\n", o.doc)
+	fmt.Println(md)
+	return nil
+}
+
+func existing(p string) string {
+	if p == "" {
+		return ""
+	}
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
+}
+
+// secondsArgs turns "--runtime 10" / "--runtime=10" into "10s" durations.
+func secondsArgs(args []string, names ...string) []string {
+	out := append([]string(nil), args...)
+	isNum := func(s string) bool {
+		if s == "" {
+			return false
+		}
+		for _, c := range s {
+			if (c < '0' || c > '9') && c != '.' {
+				return false
+			}
+		}
+		return true
+	}
+	for i, a := range out {
+		for _, n := range names {
+			for _, pre := range []string{"-" + n, "--" + n} {
+				if a == pre && i+1 < len(out) && isNum(out[i+1]) {
+					out[i+1] += "s"
+				}
+				if v, ok := strings.CutPrefix(a, pre+"="); ok && isNum(v) {
+					out[i] = pre + "=" + v + "s"
+				}
+			}
+		}
+	}
+	return out
+}
