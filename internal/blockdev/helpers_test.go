@@ -1,5 +1,10 @@
 package blockdev_test
 
-import "errors"
+import (
+	"errors"
+	"runtime"
+)
 
 func isErr(err, target error) bool { return errors.Is(err, target) }
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
