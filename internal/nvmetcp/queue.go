@@ -1,0 +1,444 @@
+package nvmetcp
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kura-io/kura/internal/nvme"
+)
+
+// slot is one command in flight on a queue. Slots are preallocated per
+// queue; the slot index is the R2T transfer tag.
+type slot struct {
+	q          *queue
+	idx        uint16
+	busy       bool
+	waitingH2C bool
+	sqe        nvme.SQE
+	dir        nvme.DataDirection
+	xfer       uint32 // SGL length
+	rcvd       uint32 // H2C bytes received
+	pb         *pbuf
+	buf        []byte // len xfer
+	// results
+	status   nvme.Status
+	dw0, dw1 uint32
+	c2h      uint32 // bytes of buf to send back with C2HData
+}
+
+func (s *slot) reset() {
+	s.waitingH2C, s.xfer, s.rcvd, s.buf = false, 0, 0, nil
+	s.status, s.dw0, s.dw1, s.c2h = 0, 0, 0, 0
+}
+
+// deadlineReader bounds how long the peer may stall in the middle of a PDU
+// without putting a deadline on an idle connection.
+type deadlineReader struct {
+	c       net.Conn
+	idle    bool
+	armedAt time.Time
+}
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	if r.idle {
+		if !r.armedAt.IsZero() {
+			r.c.SetReadDeadline(time.Time{})
+			r.armedAt = time.Time{}
+		}
+	} else if now := time.Now(); r.armedAt.IsZero() || now.Sub(r.armedAt) > pduTimeout/2 {
+		r.c.SetReadDeadline(now.Add(pduTimeout))
+		r.armedAt = now
+	}
+	n, err := r.c.Read(p)
+	r.idle = false
+	return n, err
+}
+
+// queue is one TCP connection = one NVMe queue pair.
+type queue struct {
+	t    *Target
+	conn net.Conn
+	rd   deadlineReader
+	br   *bufio.Reader
+	dec  *Decoder
+
+	wmu     sync.Mutex // serialises PDUs on the socket; guards enc, bw, werr, sqhd
+	bw      *bufio.Writer
+	enc     *Encoder
+	werr    error
+	sqhd    uint16
+	waiters atomic.Int32
+
+	// Set by the reader during Connect, read-only afterwards.
+	qid       uint16
+	sqsize    uint16 // 0's based
+	sqflowOff bool
+	ctrl      *controller
+	connected bool
+
+	fmu   sync.Mutex // guards free
+	free  []uint16
+	slots []slot
+
+	work     chan *slot
+	nworkers int // reader only
+	idle     atomic.Int32
+	inflight atomic.Int32
+	wwg      sync.WaitGroup
+
+	closeOnce sync.Once
+}
+
+func newQueue(t *Target, c net.Conn) *queue {
+	q := &queue{t: t, conn: c}
+	q.rd.c = c
+	q.br = bufio.NewReaderSize(&q.rd, 64<<10)
+	q.dec = NewDecoder(q.br, true, Limits{MaxICD: maxICD, MaxH2CData: maxTransfer})
+	q.bw = bufio.NewWriterSize(c, 64<<10)
+	q.enc = NewEncoder(q.bw)
+	q.initSlots(64)
+	return q
+}
+
+func (q *queue) initSlots(n int) {
+	q.slots = make([]slot, n)
+	q.free = make([]uint16, 0, n)
+	for i := n - 1; i >= 0; i-- {
+		q.slots[i] = slot{q: q, idx: uint16(i)}
+		q.free = append(q.free, uint16(i))
+	}
+	q.work = make(chan *slot, n)
+}
+
+func (q *queue) alloc() *slot {
+	q.fmu.Lock()
+	defer q.fmu.Unlock()
+	n := len(q.free)
+	if n == 0 {
+		return nil
+	}
+	s := &q.slots[q.free[n-1]]
+	q.free = q.free[:n-1]
+	s.busy = true
+	s.reset()
+	return s
+}
+
+func (q *queue) release(s *slot) {
+	putBuf(s.pb)
+	s.pb, s.buf = nil, nil
+	q.fmu.Lock()
+	s.busy = false
+	q.free = append(q.free, s.idx)
+	q.fmu.Unlock()
+}
+
+// shutdown closes the connection; the reader then tears the queue down.
+func (q *queue) shutdown() {
+	q.closeOnce.Do(func() { q.conn.Close() })
+}
+
+func (q *queue) serve() {
+	log := q.t.log.With("remote", q.conn.RemoteAddr().String())
+	err := q.handshake()
+	for err == nil {
+		q.rd.idle = q.br.Buffered() == 0
+		var h Header
+		h, err = q.dec.Next()
+		if err != nil {
+			break
+		}
+		switch h.Type {
+		case TypeCapsuleCmd:
+			err = q.onCapsule()
+		case TypeH2CData:
+			err = q.onH2CData()
+		case TypeH2CTermReq:
+			tr := q.dec.Term()
+			err = errors.New("host sent H2CTermReq")
+			log.Warn("host terminated connection", "fes", tr.FES, "fei", tr.FEI)
+		default:
+			err = q.fatal(fatal(FESSequenceError, 0, "%s not allowed after ICReq", TypeName(h.Type)))
+		}
+	}
+	var fe *FatalError
+	if errors.As(err, &fe) {
+		q.sendTerm(fe)
+		log.Warn("closing connection on PDU error", "qid", q.qid, "err", err)
+	} else if IsDataDigestError(err) {
+		log.Warn("closing connection on data digest error", "qid", q.qid)
+	} else if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		log.Debug("connection ended", "qid", q.qid, "err", err)
+	}
+	q.shutdown()
+	close(q.work)
+	q.wwg.Wait()
+	if c := q.ctrl; c != nil {
+		if q.qid == 0 {
+			c.destroy("admin queue closed")
+		} else {
+			c.detachIO(q.qid, q)
+		}
+	}
+}
+
+func (q *queue) fatal(fe *FatalError) error { return fe }
+
+func (q *queue) sendTerm(fe *FatalError) {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	if q.werr != nil {
+		return
+	}
+	q.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	if q.enc.WriteTermReq(true, fe.FES, fe.FEI, q.dec.Raw()) == nil {
+		q.enc.Flush()
+	}
+}
+
+// handshake reads ICReq and answers ICResp (NVMe/TCP 1.0 §3.3).
+func (q *queue) handshake() error {
+	q.conn.SetReadDeadline(time.Now().Add(icrespTimeout))
+	h, err := q.dec.Next()
+	q.conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		return err
+	}
+	if h.Type != TypeICReq {
+		return fatal(FESSequenceError, 0, "first PDU is %s, want ICReq", TypeName(h.Type))
+	}
+	r := q.dec.ICReq()
+	if r.PFV != 0 {
+		return fatal(FESUnsupportedParm, 8, "ICReq pfv %d", r.PFV)
+	}
+	if r.HPDA != 0 {
+		return fatal(FESUnsupportedParm, 10, "ICReq hpda %d (only 0 supported)", r.HPDA)
+	}
+	dg := r.Digest & (DigestHeader | DigestData)
+	q.wmu.Lock()
+	err = q.enc.WriteICResp(ICResp{Digest: dg, MaxH2CData: maxTransfer})
+	if err == nil {
+		err = q.enc.Flush()
+	}
+	q.enc.HDgst, q.enc.DDgst = dg&DigestHeader != 0, dg&DigestData != 0
+	q.wmu.Unlock()
+	q.dec.HDgst, q.dec.DDgst = dg&DigestHeader != 0, dg&DigestData != 0
+	return err
+}
+
+// onCapsule handles a CapsuleCmd.
+func (q *queue) onCapsule() error {
+	s := q.alloc()
+	if s == nil {
+		return fatal(FESSequenceError, 0, "more commands outstanding than the queue holds (%d)", len(q.slots))
+	}
+	q.dec.SQE(&s.sqe)
+	icd := q.dec.DataLen()
+	if st := q.checkCmd(s, icd); st != nvme.StatusSuccess {
+		if err := q.dec.Discard(); err != nil {
+			return err
+		}
+		s.status = st | nvme.StatusDNR
+		s.xfer = 0
+		q.inflight.Add(1)
+		q.complete(s)
+		return nil
+	}
+	if s.xfer > 0 {
+		s.pb = getBuf(int(s.xfer))
+		s.buf = s.pb.b
+	}
+	if icd > 0 {
+		if err := q.dec.ReadData(s.buf); err != nil {
+			q.release(s)
+			return err
+		}
+		s.rcvd = s.xfer
+	} else if s.dir == nvme.DirHostToCtrl && s.xfer > 0 {
+		s.waitingH2C = true
+		q.wmu.Lock()
+		err := q.enc.WriteR2T(R2T{CCCID: s.sqe.CID, TTag: s.idx, R2TO: 0, R2TL: s.xfer})
+		if err == nil && q.waiters.Load() == 0 {
+			err = q.enc.Flush()
+		}
+		q.wmu.Unlock()
+		return err
+	}
+	return q.ready(s)
+}
+
+// checkCmd validates the data pointer and sets s.dir and s.xfer.
+func (q *queue) checkCmd(s *slot, icd int) nvme.Status {
+	c := &s.sqe
+	if c.Flags&nvme.SQEFlagsPSDTMask != nvme.SQEFlagsPSDTSGL || c.Flags&nvme.SQEFlagsFuseMask != 0 {
+		return nvme.StatusInvalidField
+	}
+	fabrics := c.Opcode == nvme.OpcodeFabrics
+	if fabrics {
+		s.dir = nvme.FabricsDirection(c.FCType())
+	} else {
+		s.dir = nvme.Direction(c.Opcode)
+	}
+	s.xfer = c.SGL.Length
+	switch c.SGL.ID {
+	case nvme.SGLDataBlockOffset:
+		if s.dir != nvme.DirHostToCtrl {
+			return nvme.StatusInvalidField
+		}
+		lim := uint32(maxICD)
+		if fabrics || q.qid == 0 {
+			lim = 8192
+		}
+		if c.SGL.Addr != 0 || c.SGL.Length > lim {
+			return nvme.StatusSGLInvalidOffset
+		}
+		if int(c.SGL.Length) != icd {
+			return nvme.StatusSGLInvalidLength
+		}
+	case nvme.SGLTransportDataBlk:
+		if icd > 0 {
+			return nvme.StatusSGLInvalidType
+		}
+		if s.xfer > maxTransfer {
+			return nvme.StatusSGLInvalidLength
+		}
+		if s.dir == nvme.DirNone && s.xfer > 0 {
+			return nvme.StatusInvalidField
+		}
+	default:
+		return nvme.StatusSGLInvalidType
+	}
+	return nvme.StatusSuccess
+}
+
+// onH2CData handles data answering an R2T (NVMe/TCP 1.0 §3.6.2.6).
+func (q *queue) onH2CData() error {
+	dh := q.dec.Data()
+	if int(dh.TTag) >= len(q.slots) {
+		return fatal(FESInvalidHeader, 10, "H2CData ttag %d unknown", dh.TTag)
+	}
+	s := &q.slots[dh.TTag]
+	if !s.waitingH2C || s.sqe.CID != dh.CCCID {
+		return fatal(FESSequenceError, 0, "H2CData for cid %#x ttag %d without an outstanding R2T", dh.CCCID, dh.TTag)
+	}
+	n := uint32(q.dec.DataLen())
+	if dh.DataL != n {
+		return fatal(FESInvalidHeader, 16, "H2CData datal %d but PDU carries %d bytes", dh.DataL, n)
+	}
+	if dh.DataO != s.rcvd || n > s.xfer-s.rcvd {
+		return fatal(FESDataOutOfRange, 0, "H2CData offset %d len %d; expected offset %d of %d", dh.DataO, n, s.rcvd, s.xfer)
+	}
+	if err := q.dec.ReadData(s.buf[dh.DataO : dh.DataO+n]); err != nil {
+		return err
+	}
+	s.rcvd += n
+	if s.rcvd < s.xfer {
+		return nil
+	}
+	s.waitingH2C = false
+	return q.ready(s)
+}
+
+// ready runs a command whose data has arrived.
+func (q *queue) ready(s *slot) error {
+	q.inflight.Add(1)
+	if !q.connected {
+		if s.sqe.Opcode != nvme.OpcodeFabrics || s.sqe.FCType() != nvme.FabricsConnect {
+			s.status = nvme.StatusCmdSeqError | nvme.StatusDNR
+			q.complete(s)
+			return nil
+		}
+		q.t.connect(q, s)
+		q.complete(s)
+		if q.connected && len(q.slots) < 2*(int(q.sqsize)+1) && q.inflight.Load() == 0 {
+			q.initSlots(2 * (int(q.sqsize) + 1))
+		}
+		return nil
+	}
+	if q.qid == 0 || (q.inflight.Load() == 1 && q.br.Buffered() == 0) {
+		q.exec(s)
+		return nil
+	}
+	if q.idle.Load() == 0 && q.nworkers < q.t.cfg.WorkersPerQueue {
+		q.nworkers++
+		q.wwg.Add(1)
+		go q.worker()
+	}
+	q.work <- s
+	return nil
+}
+
+func (q *queue) worker() {
+	defer q.wwg.Done()
+	for {
+		q.idle.Add(1)
+		s, ok := <-q.work
+		q.idle.Add(-1)
+		if !ok {
+			return
+		}
+		q.exec(s)
+	}
+}
+
+// exec runs a command and completes it unless it is held (AER).
+func (q *queue) exec(s *slot) {
+	var held bool
+	switch {
+	case s.sqe.Opcode == nvme.OpcodeFabrics:
+		q.execFabrics(s)
+	case q.qid == 0:
+		held = q.ctrl.execAdmin(s)
+	default:
+		q.ctrl.execIO(s)
+	}
+	if held {
+		return
+	}
+	disconnect := s.sqe.Opcode == nvme.OpcodeFabrics && s.sqe.FCType() == nvme.FabricsDisconnect && s.status.OK()
+	q.complete(s)
+	if disconnect {
+		q.shutdown()
+	}
+}
+
+// complete sends the command's data (if any) and its response capsule, then
+// frees the slot. The last of several concurrent completers flushes, so a
+// burst of completions leaves in one write.
+func (q *queue) complete(s *slot) {
+	q.waiters.Add(1)
+	q.wmu.Lock()
+	q.waiters.Add(-1)
+	if q.werr == nil {
+		var err error
+		if s.status.OK() && s.c2h > 0 {
+			err = q.enc.WriteC2HData(s.sqe.CID, 0, s.buf[:s.c2h], true, false)
+		}
+		if q.sqflowOff {
+			q.sqhd = 0xFFFF
+		} else if q.sqsize > 0 {
+			q.sqhd = (q.sqhd + 1) % (q.sqsize + 1)
+		} else {
+			q.sqhd++
+		}
+		cqe := nvme.CQE{DW0: s.dw0, DW1: s.dw1, SQHD: q.sqhd, SQID: q.qid, CID: s.sqe.CID, Status: s.status}
+		if err == nil {
+			err = q.enc.WriteCapsuleResp(&cqe)
+		}
+		if err == nil && q.waiters.Load() == 0 {
+			err = q.enc.Flush()
+		}
+		if err != nil {
+			q.werr = err
+			q.shutdown()
+		}
+	}
+	q.wmu.Unlock()
+	q.release(s)
+	q.inflight.Add(-1)
+}
