@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -85,7 +86,8 @@ func uris(k int) []string {
 
 func (e *env) config(children ...string) Config {
 	return Config{Name: "nx", UUID: "nx-uuid", Children: children, Opener: e.open, Store: e.store,
-		LogDir: e.dir, ChildTimeout: 2 * time.Second, SegmentSize: 64 << 10}
+		LogDir: e.dir, ChildTimeout: 2 * time.Second, SegmentSize: 64 << 10,
+		Logger: slog.New(slog.DiscardHandler)}
 }
 
 func (e *env) newNexus(cfg Config) *Nexus {

@@ -21,6 +21,9 @@ func (n *Nexus) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer n.gate.exit()
+	if n.isBroken.Load() {
+		return 0, n.noHealthy()
+	}
 	return n.readHealthy(p, off)
 }
 
@@ -132,7 +135,7 @@ func (n *Nexus) fanout(kind opKind, p []byte, off, length int64) error {
 	}
 	defer n.gate.exit()
 	snap := n.snap.Load()
-	if len(snap.healthy) == 0 {
+	if len(snap.healthy) == 0 || n.isBroken.Load() {
 		return n.noHealthy()
 	}
 	write := kind != opFlush

@@ -59,6 +59,8 @@ type Nexus struct {
 	children []*child
 	shutdown bool
 	broken   error // set when NexusInfo could not be persisted: I/O fails
+
+	isBroken atomic.Bool // broken != nil, for the I/O path
 }
 
 // New opens the children and returns a nexus. NexusInfo from cfg.Store
@@ -244,6 +246,7 @@ func (n *Nexus) persistLocked(ctx context.Context, clean bool) error {
 	if err := n.cfg.Store.Store(ctx, n.cfg.UUID, n.infoLocked(clean)); err != nil {
 		if n.broken == nil {
 			n.broken = fmt.Errorf("nexus %s: persisting nexus info failed: %v: %w", n.cfg.Name, err, blockdev.ErrIO)
+			n.isBroken.Store(true)
 			n.log.Error("nexus info not persisted: failing I/O", "err", err)
 		}
 		return n.broken
