@@ -173,6 +173,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				}
 			}
 		}
+		if err := env.engine.stop(); err != nil {
+			cfg.logf("stop engine: %v", err)
+		}
 	}()
 	var up []System
 	for _, s := range systems {
@@ -187,6 +190,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			}
 		} else {
 			info.Available = true
+			if t.Detail != "" {
+				info.Desc = t.Detail
+			}
 			targets[s.Name] = t
 			up = append(up, s)
 			cfg.logf("%-15s ready", s.Name)

@@ -47,6 +47,8 @@ type Env struct {
 	// pool writes a label into it).
 	ExtraFile func(name string, size int64) (string, error)
 	Logf      func(format string, args ...any)
+
+	engine engine // shared by the engine-backed systems, started on first use
 }
 
 // System is one thing measured.
@@ -65,6 +67,9 @@ type Target struct {
 	Measure func(ctx context.Context, w Workload, runtime, ramp time.Duration) (Metrics, error)
 	// Supports filters workloads (nil: all).
 	Supports func(w Workload) bool
+	// Detail, when set, says how the system was actually set up (it
+	// replaces the description in the report).
+	Detail string
 	// Procs are the server processes (CPU accounting, stop).
 	procs []*proc
 	// cleanup runs after the processes stopped.
@@ -144,7 +149,7 @@ func AllSystems() []System {
 		{Name: SysNbdkitFile, Group: GroupFile, Desc: "nbdkit file plugin, cache=none, same file", start: startNbdkitFile},
 		{Name: SysQemuNBD, Group: GroupFile, Desc: "qemu-nbd --cache=none --aio=io_uring, same file", start: startQemuNBD},
 		{Name: SysKuraNVMf, Group: GroupFile, Desc: "kura bench (own NVMe/TCP initiator) against an engine replica shared over NVMe/TCP", start: startKuraEngine(engNVMf)},
-		{Name: SysKuraMalloc, Group: GroupMemory, Desc: "Kura NBD server alone on malloc:// (RAM)", start: startKuraMalloc},
+		{Name: SysKuraMalloc, Group: GroupMemory, Desc: "Kura malloc bdev (RAM) shared over NBD by the engine (or, without an engine, by kurabench-nbd)", start: startKuraMalloc},
 		{Name: SysNbdkitMemory, Group: GroupMemory, Desc: "nbdkit memory plugin (RAM)", start: startNbdkitMemory},
 	}
 }
@@ -216,14 +221,23 @@ func startKuraSrv(scheme string) func(ctx context.Context, env *Env) (*Target, e
 }
 
 func startKuraMalloc(ctx context.Context, env *Env) (*Target, error) {
-	bin, err := kuraSrvBin(env)
-	if err != nil {
-		return nil, err
+	t, err := startKuraEngine(engMalloc)(ctx, env)
+	if err == nil {
+		t.Detail = "Kura engine: malloc bdev (RAM), `kura bdev share --protocol nbd`"
+		return t, nil
+	}
+	bin, err2 := kuraSrvBin(env)
+	if err2 != nil {
+		return nil, fmt.Errorf("%w; %v", err, err2)
 	}
 	uri := fmt.Sprintf("malloc:///bench?size_mb=%d", env.Size>>20)
-	return serveNBD(ctx, env, SysKuraMalloc, "bench", func(port int) []string {
+	t, err = serveNBD(ctx, env, SysKuraMalloc, "bench", func(port int) []string {
 		return []string{bin, "--uri", uri, "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--export", "bench"}
 	})
+	if t != nil {
+		t.Detail = "Kura NBD server alone (kurabench-nbd) on malloc:// (RAM); engine not available: " + oneLine(err.Error())
+	}
+	return t, err
 }
 
 // unavailableIfUnknownScheme turns "unknown URI scheme" (a device type not
