@@ -7,6 +7,7 @@
 //	kurabench run [--quick] [--rounds N] [--runtime S] [--only a,b] [--workloads p,q]
 //	kurabench report [--json docs/benchmarks/results.json]   # re-render doc + plot
 //	kurabench systems                                        # list system names
+//	kurabench profile [--scheme uring] [--workload randread-4k-qd32]   # pprof of the NBD server
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -47,6 +49,8 @@ func run(args []string) error {
 		return cmdRun(ctx, args[1:])
 	case "report":
 		return cmdReport(ctx, args[1:])
+	case "profile":
+		return cmdProfile(ctx, args[1:])
 	case "systems":
 		for _, s := range benchsuite.AllSystems() {
 			fmt.Printf("%-16s %-7s %s\n", s.Name, s.Group, s.Desc)
@@ -130,6 +134,54 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 	}
 	return err
+}
+
+func cmdProfile(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
+	var (
+		scheme   = fs.String("scheme", "uring", "device of kurabench-nbd: aio, uring or malloc")
+		workload = fs.String("workload", benchsuite.WRandRead32, "workload name")
+		runtime  = fs.Duration("runtime", 10*time.Second, "measured time")
+		file     = fs.String("file", "/var/tmp/kura-bench/disk.img", "backing file")
+		sizeMiB  = fs.Int64("size-mib", 1024, "backing file size in MiB")
+		kuraNBD  = fs.String("kura-nbd", "bin/kurabench-nbd", "kurabench-nbd binary")
+		out      = fs.String("out", "docs/benchmarks", "directory for the profile and its top table")
+	)
+	if err := fs.Parse(secondsArgs(args, "runtime")); err != nil {
+		return err
+	}
+	ws := benchsuite.FilterWorkloads(benchsuite.DefaultWorkloads(), *workload)
+	if len(ws) != 1 {
+		return fmt.Errorf("--workload %q matches %d workloads", *workload, len(ws))
+	}
+	base := filepath.Join(*out, fmt.Sprintf("profile-kura-nbd-%s-%s", *scheme, ws[0].Name))
+	prof := base + ".pprof"
+	cfg := benchsuite.Config{Runtime: *runtime, Ramp: time.Second, File: *file, Size: *sizeMiB << 20,
+		WorkDir: filepath.Join(filepath.Dir(*file), "work"), KuraNBD: existing(*kuraNBD),
+		Logf: func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	m, err := benchsuite.Profile(ctx, cfg, *scheme, ws[0], prof)
+	if err != nil {
+		return err
+	}
+	top, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=35", prof).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %w: %s", err, top)
+	}
+	cum, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount=35", prof).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %w: %s", err, cum)
+	}
+	txt := fmt.Sprintf("kurabench-nbd on %s:// — %s, %.1f kIOPS, mean latency %.1f µs, server CPU %.1f µs/IO, fio CPU %.1f µs/IO (%s)\n\n== flat ==\n%s\n== cumulative ==\n%s",
+		*scheme, ws[0].Name, m.IOPS/1e3, m.LatMeanUs, m.ServerCPUUsPerIO, m.ClientCPUUsPerIO, time.Now().UTC().Format(time.RFC3339), top, cum)
+	if err := os.WriteFile(base+".txt", []byte(txt), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(txt)
+	fmt.Fprintf(os.Stderr, "wrote %s and %s.txt\n", prof, base)
+	return nil
 }
 
 func cmdReport(ctx context.Context, args []string) error {
