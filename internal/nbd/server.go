@@ -142,7 +142,7 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		select {
 		case <-ctx.Done():
-			go s.Close() // Close waits for this goroutine
+			_ = s.stop()
 		case <-s.closeCh:
 		}
 	}()
@@ -163,10 +163,17 @@ func (s *Server) Addr() net.Addr {
 // Close stops accepting, disconnects every client after its in-flight
 // requests finish, and waits for all goroutines. Devices are not closed.
 func (s *Server) Close() error {
+	err := s.stop()
+	s.wg.Wait()
+	return err
+}
+
+// stop closes the listener and shuts every connection down without
+// waiting; it is idempotent.
+func (s *Server) stop() error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
-		s.wg.Wait()
 		return nil
 	}
 	s.closed = true
@@ -178,8 +185,6 @@ func (s *Server) Close() error {
 	for c := range s.conns {
 		c.shutdown()
 	}
-	s.mu.Unlock()
-	s.wg.Wait()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}

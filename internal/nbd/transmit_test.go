@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kura-io/kura/internal/blockdev"
 )
 
 func pattern(n int, seed byte) []byte {
@@ -326,3 +329,25 @@ func TestCloseStopsEverything(t *testing.T) {
 }
 
 var _ = binary.BigEndian
+
+func TestStartContextCancel(t *testing.T) {
+	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := blockdev.NewMalloc("d", 1<<20, 512)
+	if err := s.AddExport("disk", dev, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s.Addr(), "disk", false)
+	cancel()
+	c.expectEOF()
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close after cancel hung")
+	}
+}
