@@ -53,7 +53,10 @@ func openMalloc(_ context.Context, u *url.URL) (Device, error) {
 	return NewMalloc(name, mb<<20, bs)
 }
 
-func (m *Malloc) Size() int64    { return m.size }
+// Size returns the device size in bytes.
+func (m *Malloc) Size() int64 { return m.size }
+
+// BlockSize returns the logical block size.
 func (m *Malloc) BlockSize() int { return m.blockSize }
 
 func (m *Malloc) check(off, length int64) error {
@@ -69,16 +72,23 @@ func (m *Malloc) check(off, length int64) error {
 	return nil
 }
 
-// chunk returns chunk i, allocating it when alloc is set.
+// chunk returns chunk i, allocating it when alloc is set. It returns nil
+// when the device was closed concurrently.
 func (m *Malloc) chunk(i int64, alloc bool) []byte {
 	m.mu.RLock()
-	c := m.chunks[i]
+	var c []byte
+	if !m.closed {
+		c = m.chunks[i]
+	}
 	m.mu.RUnlock()
 	if c != nil || !alloc {
 		return c
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
 	if m.chunks[i] == nil {
 		n := int64(mallocChunk)
 		if rem := m.size - i*mallocChunk; rem < n {
@@ -104,6 +114,7 @@ func (m *Malloc) each(off int64, length int, f func(ci int64, co int64, lo, hi i
 	}
 }
 
+// ReadAt copies len(p) bytes at off into p.
 func (m *Malloc) ReadAt(p []byte, off int64) (int, error) {
 	if err := m.check(off, int64(len(p))); err != nil {
 		return 0, err
@@ -115,19 +126,38 @@ func (m *Malloc) ReadAt(p []byte, off int64) (int, error) {
 			clear(p[lo:hi])
 		}
 	})
+	if m.isClosed() { // raced with Close: p may hold zeros instead of data
+		return 0, ErrClosed
+	}
 	return len(p), nil
 }
 
+// WriteAt copies p to the device at off.
 func (m *Malloc) WriteAt(p []byte, off int64) (int, error) {
 	if err := m.check(off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	closed := false
 	m.each(off, len(p), func(ci, co int64, lo, hi int) {
-		copy(m.chunk(ci, true)[co:], p[lo:hi])
+		if c := m.chunk(ci, true); c != nil {
+			copy(c[co:], p[lo:hi])
+		} else {
+			closed = true
+		}
 	})
+	if closed {
+		return 0, ErrClosed
+	}
 	return len(p), nil
 }
 
+func (m *Malloc) isClosed() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.closed
+}
+
+// Flush has nothing to do for memory; it fails only after Close.
 func (m *Malloc) Flush() error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -140,6 +170,7 @@ func (m *Malloc) Flush() error {
 // Unmap zeroes the range (malloc unmap is zeroing) and frees whole chunks.
 func (m *Malloc) Unmap(off, length int64) error { return m.WriteZeroes(off, length) }
 
+// WriteZeroes zeroes the range, freeing whole chunks.
 func (m *Malloc) WriteZeroes(off, length int64) error {
 	if err := m.check(off, length); err != nil {
 		return err
@@ -147,7 +178,9 @@ func (m *Malloc) WriteZeroes(off, length int64) error {
 	m.each(off, int(length), func(ci, co int64, lo, hi int) {
 		if co == 0 && hi-lo == mallocChunk {
 			m.mu.Lock()
-			m.chunks[ci] = nil
+			if !m.closed {
+				m.chunks[ci] = nil
+			}
 			m.mu.Unlock()
 			return
 		}
@@ -172,6 +205,7 @@ func (m *Malloc) Allocated(off, length int64) (bool, error) {
 	return any, nil
 }
 
+// Close frees the memory. Later calls fail with ErrClosed.
 func (m *Malloc) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -55,6 +55,7 @@ func RunWith(t *testing.T, opts Options, open func(t *testing.T) blockdev.Device
 		{"BuffersNotRetained", testNotRetained},
 		{"UnalignedMemory", testUnalignedMemory},
 		{"Close", testClose},
+		{"CloseWhileBusy", testCloseWhileBusy},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -442,4 +443,59 @@ func testClose(t *testing.T, d blockdev.Device, _ Options) {
 	check("Unmap", d.Unmap(0, int64(bs)))
 	check("WriteZeroes", d.WriteZeroes(0, int64(bs)))
 	check("Close", d.Close())
+}
+
+// testCloseWhileBusy closes the device under concurrent I/O: every call
+// either succeeds or fails with ErrClosed, and none hangs or crashes.
+func testCloseWhileBusy(t *testing.T, d blockdev.Device, _ Options) {
+	bs := d.BlockSize()
+	const workers = 4
+	if int64(workers*8*bs) > d.Size() {
+		t.Skip("device too small")
+	}
+	var wg sync.WaitGroup
+	started := make(chan struct{}, workers)
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			p := pattern(uint64(w), 8*bs)
+			off := int64(w * 8 * bs)
+			for i := 0; ; i++ {
+				var err error
+				switch i % 4 {
+				case 0:
+					_, err = d.WriteAt(p, off)
+				case 1:
+					_, err = d.ReadAt(p, off)
+				case 2:
+					err = d.WriteZeroes(off, int64(bs))
+				case 3:
+					err = d.Flush()
+				}
+				if i == 4 {
+					started <- struct{}{}
+				}
+				if err != nil {
+					if !errors.Is(err, blockdev.ErrClosed) {
+						errs <- fmt.Errorf("worker %d op %d: %w", w, i%4, err)
+					}
+					if i < 4 {
+						started <- struct{}{}
+					}
+					return
+				}
+			}
+		})
+	}
+	for range workers {
+		<-started
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close under load: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
