@@ -38,7 +38,8 @@ func (t *Target) connectLogic(c *nvme.SQE, data []byte, attach func(*controller)
 	if s == nil {
 		return invalidParam(nvme.ConnectOffSubNQN, true)
 	}
-	if nvme.ValidateNQN(d.HostNQN) != nil {
+	// Host NQNs are checked leniently (Linux accepts any non-empty NQN).
+	if d.HostNQN == "" || len(d.HostNQN) > nvme.MaxNQNLen {
 		return invalidParam(nvme.ConnectOffHostNQN, true)
 	}
 	if !s.hostAllowed(d.HostNQN) {
