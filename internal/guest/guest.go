@@ -286,7 +286,7 @@ func Start(ctx context.Context, t testing.TB, opts Options) (*Guest, error) {
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
 	}
 	cmd := exec.Command("qemu-system-x86_64", args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -537,6 +537,20 @@ func ReportChecks(t *testing.T, output string, want ...string) int {
 		t.Errorf("guest checks that never ran: %v", missing)
 	}
 	return len(checks)
+}
+
+var valueRE = regexp.MustCompile(`^(?:  \| )?KURA-VALUE: ([A-Za-z0-9_.-]+)=(.*)$`)
+
+// Values extracts "KURA-VALUE: name=value" lines (printed by the prelude's
+// `value NAME VALUE`) from console output; the last one of a name wins.
+func Values(output string) map[string]string {
+	res := map[string]string{}
+	for _, line := range strings.Split(output, "\n") {
+		if m := valueRE.FindStringSubmatch(line); m != nil {
+			res[m[1]] = strings.TrimSpace(m[2])
+		}
+	}
+	return res
 }
 
 func freePort() (int, error) {

@@ -49,6 +49,10 @@ wait_for() {
 	done
 }
 
+# value NAME VALUE: report a value to the Go side (guest.Values).
+# It writes to the console directly, so it works inside a check.
+value() { echo "KURA-VALUE: $1=$2" > /dev/console; }
+
 kura_finish() {
 	if [ "$KURA_FAILED" != 0 ]; then
 		echo "KURA-GUEST: $KURA_FAILED check(s) failed"
