@@ -189,6 +189,13 @@ func Import(ctx context.Context, dev blockdev.Device) (*Pool, error) {
 	}
 	p := newPool(dev, l, st)
 	p.gen, p.pos = gen, pos
+	for _, v := range st.vols {
+		if v.snapshot() {
+			v.snap = &Snapshot{p: p, v: v}
+		} else {
+			v.rep = &Replica{p: p, v: v}
+		}
+	}
 	if err := p.recover(); err != nil {
 		return nil, fmt.Errorf("pool %s: recovery: %w", l.Name, err)
 	}
