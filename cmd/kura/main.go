@@ -1,3 +1,7 @@
+// Command kura is Kura's single binary: the storage engine daemons and the
+// client commands. See "kura --help".
 package main
 
-func main() {}
+import "github.com/kura-io/kura/internal/cli"
+
+func main() { cli.Execute() }

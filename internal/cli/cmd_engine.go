@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kura-io/kura/internal/engine"
+)
+
+// daemonFlags are the flags shared by kura engine and kura up.
+type daemonFlags struct {
+	dataDir  string
+	grpc     string
+	nvmf     string
+	nbd      string
+	node     string
+	logLevel string
+}
+
+func (d *daemonFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&d.grpc, "grpc", engine.DefaultGRPCAddr, "gRPC API listen address")
+	f.StringVar(&d.nvmf, "nvmf", engine.DefaultNVMeAddr, `NVMe/TCP target listen address ("off" disables it)`)
+	f.StringVar(&d.nbd, "nbd", engine.DefaultNBDAddr, `NBD server listen address ("off" disables it)`)
+	f.StringVar(&d.node, "node-name", "", "node name reported to clients (default: host name)")
+	f.StringVar(&d.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func (d *daemonFlags) config() (engine.Config, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(d.logLevel)); err != nil {
+		return engine.Config{}, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", d.logLevel)}
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	return engine.Config{
+		DataDir: d.dataDir, GRPCAddr: d.grpc, NVMeAddr: d.nvmf, NBDAddr: d.nbd,
+		NodeName: d.node, Logger: log,
+	}, nil
+}
+
+// signalContext is cancelled on SIGINT or SIGTERM.
+func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+}
+
+func newEngineCmd(_ *globals) *cobra.Command {
+	var d daemonFlags
+	cmd := &cobra.Command{
+		Use:   "engine --data-dir DIR",
+		Short: "Run the storage engine of this node",
+		Long: `Run the storage engine: pools, replicas, bdevs and their NVMe/TCP and NBD
+exports, managed through the gRPC API (reflection and health enabled, so
+grpcurl works). The engine remembers its pools and shares in DIR and
+re-creates them on the next start. SIGINT/SIGTERM stop it cleanly.`,
+		Example: "  kura engine --data-dir /var/lib/kura\n  kura engine --data-dir /var/lib/kura --grpc 0.0.0.0:10124 --nvmf 10.0.0.5:8420",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if d.dataDir == "" {
+				return usageError{errors.New("--data-dir is required")}
+			}
+			cfg, err := d.config()
+			if err != nil {
+				return err
+			}
+			e, err := engine.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return e.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&d.dataDir, "data-dir", "", "directory for the engine state (required)")
+	d.add(cmd)
+	return cmd
+}
+
+// defaultDataDir is ~/.local/share/kura, or ./kura-data without a home.
+func defaultDataDir() string {
+	if h, err := os.UserHomeDir(); err == nil && h != "" && h != "/" {
+		return filepath.Join(h, ".local", "share", "kura")
+	}
+	return "kura-data"
+}

@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+)
+
+// Default listen addresses. Everything listens on loopback unless told
+// otherwise.
+const (
+	DefaultGRPCAddr = "127.0.0.1:10124"
+	DefaultNVMeAddr = "127.0.0.1:8420"
+	DefaultNBDAddr  = "127.0.0.1:10809"
+)
+
+// Config configures an Engine.
+type Config struct {
+	// DataDir holds the engine state file. Required.
+	DataDir string
+	// GRPCAddr is the gRPC API address; default DefaultGRPCAddr.
+	GRPCAddr string
+	// NVMeAddr is the NVMe/TCP target address; default DefaultNVMeAddr;
+	// "off" disables the target.
+	NVMeAddr string
+	// NBDAddr is the NBD server address; default DefaultNBDAddr; "off"
+	// disables the server.
+	NBDAddr string
+	// NodeName identifies this engine; default the host name.
+	NodeName string
+	// Version is reported by HostService; default the module build info.
+	Version string
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// GRPCListener, when set, is served instead of listening on GRPCAddr
+	// (tests use a bufconn listener).
+	GRPCListener net.Listener
+}
+
+// Off disables a frontend when used as its address.
+const Off = "off"
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: engine needs a data directory", ErrInvalidArgument)
+	}
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = DefaultGRPCAddr
+	}
+	if c.NVMeAddr == "" {
+		c.NVMeAddr = DefaultNVMeAddr
+	}
+	if c.NBDAddr == "" {
+		c.NBDAddr = DefaultNBDAddr
+	}
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		c.NodeName = h
+	}
+	if c.Version == "" {
+		c.Version = buildVersion()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	for _, a := range []string{c.GRPCAddr, c.NVMeAddr, c.NBDAddr} {
+		if a == Off {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("%w: listen address %q: %v", ErrInvalidArgument, a, err)
+		}
+	}
+	return nil
+}
+
+// Version of this build, overridable with
+// -ldflags "-X github.com/kura-io/kura/internal/engine.version=v1.2.3".
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	v := bi.Main.Version
+	if v != "" && v != "(devel)" {
+		return v // a module version; VCS builds already include the revision
+	}
+	v = "devel"
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += "+" + s.Value[:12]
+		}
+	}
+	return v
+}
+
+// Version returns the version string of this build.
+func Version() string { return buildVersion() }
