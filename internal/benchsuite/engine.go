@@ -142,7 +142,7 @@ func startKuraEngine(k engKind) func(ctx context.Context, env *Env) (*Target, er
 		if err != nil {
 			return nil, err
 		}
-		t := &Target{procs: []*proc{e.proc}}
+		t := &Target{procs: []*proc{e.proc}, Prefill: true}
 		switch k {
 		case engReplica:
 			if err := e.poolReplica(ctx, env, "bench-r", "r0"); err != nil {

@@ -153,6 +153,10 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		File: cfg.File, Size: cfg.Size, WorkDir: cfg.WorkDir, Kura: cfg.Kura, KuraNBD: cfg.KuraNBD, Logf: cfg.logf,
 		ExtraFile: func(name string, size int64) (string, error) {
 			p := filepath.Join(filepath.Dir(cfg.File), name)
+			// Always a fresh file: an old one still holds a pool label.
+			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+				return "", err
+			}
 			if err := prepareFile(p, size, cfg.logf); err != nil {
 				return "", err
 			}
@@ -201,6 +205,27 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	if len(up) == 0 {
 		return res, errors.New("no system could be started")
+	}
+	for i := 0; i < len(up); i++ {
+		s := up[i]
+		t := targets[s.Name]
+		if !t.Prefill || t.FioArgs == nil {
+			continue
+		}
+		start := time.Now()
+		if err := prefill(ctx, cfg, t); err != nil {
+			cfg.logf("%-15s prefill failed, dropping it: %v", s.Name, err)
+			for j := range res.Systems {
+				if res.Systems[j].Name == s.Name {
+					res.Systems[j].Available = false
+					res.Systems[j].Reason = "prefill failed: " + err.Error()
+				}
+			}
+			up = append(up[:i], up[i+1:]...)
+			i--
+			continue
+		}
+		cfg.logf("%-15s prefilled in %v", s.Name, time.Since(start).Round(100*time.Millisecond))
 	}
 
 	total := cfg.Rounds * len(workloads) * len(up)
@@ -261,6 +286,25 @@ func rotate(s []System, k int) []System {
 	k %= len(s)
 	out := append([]System{}, s[k:]...)
 	return append(out, s[:k]...)
+}
+
+// prefill writes the whole device once, sequentially, through t's front end.
+func prefill(ctx context.Context, cfg Config, t *Target) error {
+	args := append([]string{"--name=prefill", "--rw=write", "--bs=1M", "--iodepth=8", "--numjobs=1", "--output-format=json"}, t.FioArgs...)
+	jctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	out, err := runCmd(jctx, append([]string{cfg.Fio}, args...)...)
+	if err != nil {
+		return err
+	}
+	m, err := ParseFio(out, true)
+	if err != nil {
+		return err
+	}
+	if m.BWBytes <= 0 {
+		return errors.New("prefill wrote nothing")
+	}
+	return nil
 }
 
 // measure runs one job against t.

@@ -42,7 +42,7 @@ type Env struct {
 	WorkDir string // logs, engine data dirs, pool files
 	Kura    string // path of the kura binary, "" when it is not built
 	KuraNBD string // path of the kurabench-nbd server binary, "" when not built
-	// ExtraFile creates (and fills) another backing file of Size bytes on
+	// ExtraFile creates (and fills) a fresh backing file of size bytes on
 	// the same file system, for systems that cannot share File (an engine
 	// pool writes a label into it).
 	ExtraFile func(name string, size int64) (string, error)
@@ -67,6 +67,11 @@ type Target struct {
 	Measure func(ctx context.Context, w Workload, runtime, ramp time.Duration) (Metrics, error)
 	// Supports filters workloads (nil: all).
 	Supports func(w Workload) bool
+	// Prefill asks the runner to write the whole device once through
+	// its front end before measuring: Kura replicas and malloc devices (and
+	// nbdkit memory) read never-written blocks as zeros without touching
+	// any storage, which would make reads look faster than the disk.
+	Prefill bool
 	// Detail, when set, says how the system was actually set up (it
 	// replaces the description in the report).
 	Detail string
@@ -173,9 +178,13 @@ func startNbdkitMemory(ctx context.Context, env *Env) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return serveNBD(ctx, env, SysNbdkitMemory, "", func(port int) []string {
+	t, err := serveNBD(ctx, env, SysNbdkitMemory, "", func(port int) []string {
 		return []string{bin, "-f", "-i", "127.0.0.1", "-p", strconv.Itoa(port), "memory", strconv.FormatInt(env.Size, 10)}
 	})
+	if t != nil {
+		t.Prefill = true
+	}
+	return t, err
 }
 
 func startQemuNBD(ctx context.Context, env *Env) (*Target, error) {
@@ -235,6 +244,7 @@ func startKuraMalloc(ctx context.Context, env *Env) (*Target, error) {
 		return []string{bin, "--uri", uri, "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--export", "bench"}
 	})
 	if t != nil {
+		t.Prefill = true
 		t.Detail = "Kura NBD server alone (kurabench-nbd) on malloc:// (RAM); engine not available: " + oneLine(err.Error())
 	}
 	return t, err
