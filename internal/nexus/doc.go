@@ -16,8 +16,9 @@
 //   - Reads go to the healthy child with the fewest outstanding I/Os; a
 //     failed read faults that child and is retried on another.
 //   - Child I/O has a timeout: a hung child is faulted and its device
-//     closed; the hung request is abandoned (reads go through a bounce
-//     buffer so a late completion never scribbles on the caller's buffer),
+//     closed; the hung request is abandoned (children work on a pooled
+//     bounce buffer, never the caller's, so a late completion cannot touch
+//     memory the caller owns again),
 //     and the child cannot be onlined again until its hung I/O returned.
 //
 // Child lifecycle is a deterministic state machine (childstate.go). Rebuild

@@ -164,6 +164,13 @@ func (n *Nexus) fanout(kind opKind, p []byte, off, length int64) error {
 		}
 	}
 	r := getRequest(kind, off, length)
+	if p != nil {
+		// Children get a pooled copy: a timed-out child may still read its
+		// buffer after we returned, and the caller owns p again by then.
+		buf := r.readBuf(len(p))
+		copy(buf, p)
+		p = buf
+	}
 	nh := len(snap.healthy)
 	for _, in := range snap.healthy {
 		r.add(in, p)

@@ -45,7 +45,7 @@ type request struct {
 	done      chan struct{} // receives one value when remaining hits 0
 	timer     *time.Timer
 	subs      []subOp
-	bounce    []byte // read buffer; abandoned with the request on timeout
+	bounce    []byte // data buffer handed to children; abandoned with the request on timeout
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -76,7 +76,7 @@ func (r *request) add(inst *instance, buf []byte) {
 	s.r, s.inst, s.buf = r, inst, buf
 }
 
-// readBuf returns a bounce buffer of n bytes.
+// readBuf returns the request's bounce buffer, sized n bytes.
 func (r *request) readBuf(n int) []byte {
 	if cap(r.bounce) < n {
 		r.bounce = make([]byte, n)
