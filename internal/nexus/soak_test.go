@@ -131,8 +131,10 @@ func TestSoakInjectedFaults(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		if hitRebuild && childState(n, uri).State == ChildRebuilding {
-			e.fault(uri).Inject(blockdev.FaultRule{Ops: blockdev.OpWrite, Count: 1})
+			f := e.fault(uri)
+			id := f.Inject(blockdev.FaultRule{Ops: blockdev.OpWrite, Count: 1})
 			time.Sleep(20 * time.Millisecond)
+			f.Remove(id) // if it did not fire, it must not fire later
 			if childState(n, uri).State == ChildFaulted {
 				onlineAndWait(uri, false)
 				return
