@@ -520,9 +520,9 @@ func ReportChecks(t *testing.T, output string, want ...string) int {
 		seen[c.Name] = true
 		t.Run(c.Name, func(t *testing.T) {
 			if !c.Passed {
-				t.Errorf("guest check failed: %s", c.Detail)
+				t.Errorf("guest check %s failed: %s", c.Name, c.Detail)
 			} else {
-				t.Log(c.Detail)
+				t.Logf("guest check %s passed %s", c.Name, c.Detail)
 			}
 		})
 	}

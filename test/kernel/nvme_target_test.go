@@ -1,0 +1,194 @@
+package kernel_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kura-io/kura/internal/blockdev"
+	"github.com/kura-io/kura/internal/guest"
+	"github.com/kura-io/kura/internal/nvmetcp"
+)
+
+// TestReferenceNvmetScript runs the kernel-initiator script against the
+// guest's own kernel nvmet-tcp target. It proves the script (not Kura):
+// when it passes and TestKernelInitiatorToKuraTarget fails, the difference
+// is Kura's.
+func TestReferenceNvmetScript(t *testing.T) {
+	const nqn = "nqn.2026-11.io.kura:reference"
+	const size = 64 << 20
+	script := guest.NvmetTarget{NQN: nqn, SizeMiB: size >> 20, Hosts: []string{hostNQN}}.Script() +
+		nvmeScript(nvmeScriptParams{Addr: "127.0.0.1", Port: 4420, NQN: nqn, Size: size, BadHost: true})
+	out, err := guest.Run(context.Background(), t, guest.Options{Script: script})
+	guest.ReportChecks(t, out, append(nvmeChecks, "bad_host_refused")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ctrlWatcher polls the target's controller list while a guest runs.
+type ctrlWatcher struct {
+	mu       sync.Mutex
+	maxIOQs  map[string]int // NQN → most I/O queues seen on one controller of hostNQN
+	current  map[string]int // NQN → controllers now
+	stop     chan struct{}
+	done     chan struct{}
+	hostSeen map[string]bool
+}
+
+func watchControllers(tgt *nvmetcp.Target) *ctrlWatcher {
+	w := &ctrlWatcher{maxIOQs: map[string]int{}, current: map[string]int{}, hostSeen: map[string]bool{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			subs := tgt.Subsystems()
+			w.mu.Lock()
+			for _, s := range subs {
+				w.current[s.NQN] = len(s.Controllers)
+				for _, c := range s.Controllers {
+					w.hostSeen[c.HostNQN] = true
+					if c.HostNQN == hostNQN && c.IOQueues > w.maxIOQs[s.NQN] {
+						w.maxIOQs[s.NQN] = c.IOQueues
+					}
+				}
+			}
+			w.mu.Unlock()
+			select {
+			case <-w.stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	return w
+}
+
+func (w *ctrlWatcher) Stop() { close(w.stop); <-w.done }
+
+func (w *ctrlWatcher) controllers(nqn string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.current[nqn]
+}
+
+// TestKernelInitiatorToKuraTarget: the Linux kernel NVMe/TCP initiator (in
+// the guest) against Kura's target: discovery, allow-list, 2 I/O queues,
+// O_DIRECT round trips (in-capsule and R2T), fio verify, flush, write
+// zeroes, ext4, reservations with two hosts, disconnect; then a second
+// subsystem on a file device, and keep-alive expiry when the guest goes
+// silent.
+func TestKernelInitiatorToKuraTarget(t *testing.T) {
+	guest.EnsureImage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	const (
+		mallocNQN  = "nqn.2026-11.io.kura:kernel-malloc"
+		fileNQN    = "nqn.2026-11.io.kura:kernel-file"
+		mallocSize = 64 << 20
+		fileSize   = 32 << 20
+	)
+	mdev, err := blockdev.NewMalloc("kernel-malloc", mallocSize, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mdev.Close()
+	path := filepath.Join(t.TempDir(), "file.img")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, fileSize); err != nil {
+		t.Fatal(err)
+	}
+	fdev, err := blockdev.OpenFile(path, blockdev.FileOptions{BlockSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fdev.Close()
+
+	tgt, err := nvmetcp.NewTarget(nvmetcp.TargetConfig{ListenAddr: "127.0.0.1:0", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	if err := tgt.AddSubsystem(nvmetcp.SubsystemConfig{NQN: mallocNQN, Device: mdev, AllowedHosts: []string{hostNQN, hostNQN2}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.AddSubsystem(nvmetcp.SubsystemConfig{NQN: fileNQN, Device: fdev, AllowedHosts: []string{hostNQN}}); err != nil {
+		t.Fatal(err)
+	}
+	port := tgt.Addr().(*net.TCPAddr).Port
+	w := watchControllers(tgt)
+	defer w.Stop()
+
+	script := nvmeScript(nvmeScriptParams{Addr: "$KURA_HOST", Port: port, NQN: mallocNQN, Size: mallocSize,
+		BadHost: true, Reservations: true}) + fmt.Sprintf(`
+F=%s
+must connect_file nvme connect -t tcp -a $A -s $P -n $F --hostnqn=$HN --hostid=$HID -i 2 -k 2
+must file_dev wait_for 20 nsdev $F
+FD=$(nsdev $F)
+check file_lbs_4k sh -c "test \$(cat /sys/block/${FD##*/}/queue/logical_block_size) = 4096"
+check file_rw_64k rw $FD 65536 8 1
+check file_rw_1m rw $FD 1048576 2 3
+sync
+echo KA-LINK-DOWN
+ip link set eth0 down
+sleep 25
+`, fileNQN)
+	start := time.Now()
+	g, err := guest.Start(ctx, t, guest.Options{Script: script, HostPorts: []int{port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kaErr := g.WaitFor(ctx, "KA-LINK-DOWN")
+	var reaped time.Duration
+	if kaErr == nil {
+		down := time.Now()
+		for w.controllers(fileNQN) > 0 && time.Since(down) < 20*time.Second {
+			time.Sleep(50 * time.Millisecond)
+		}
+		reaped = time.Since(down)
+	}
+	out, _ := g.Stop()
+	t.Logf("guest scenario took %v", time.Since(start))
+	guest.ReportChecks(t, out, append(nvmeChecks, "bad_host_refused", "connect_second_host",
+		"resv_register_a", "resv_acquire_a_write_exclusive", "resv_we_blocks_other_write", "resv_preempt_b",
+		"resv_report_empty", "connect_file", "file_rw_1m")...)
+	if kaErr != nil {
+		t.Fatalf("guest never reached the keep-alive step: %v", kaErr)
+	}
+
+	t.Run("host_side_io_queues", func(t *testing.T) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if got := w.maxIOQs[mallocNQN]; got != 2 {
+			t.Errorf("target saw %d I/O queues on the kernel's controller, want 2", got)
+		}
+		if w.hostSeen[badNQN] {
+			t.Errorf("a controller for the refused host %s existed", badNQN)
+		}
+	})
+	t.Run("keep_alive_reaps_silent_host", func(t *testing.T) {
+		if n := w.controllers(fileNQN); n != 0 {
+			t.Fatalf("%d controller(s) of %s still alive %v after the guest went silent (KATO 2 s)", n, fileNQN, reaped)
+		}
+		t.Logf("controller reaped %v after the guest's link went down (KATO 2 s)", reaped)
+	})
+	t.Run("pattern_on_device", func(t *testing.T) {
+		want := guest.Values(out)["pattern_md5"]
+		if got := md5At(t, mdev, mallocSize-2<<20, 1<<20); got != want {
+			t.Errorf("host reads md5 %s at size-2MiB, guest wrote %s", got, want)
+		}
+	})
+}
