@@ -140,6 +140,9 @@ func startKuraEngine(k engKind) func(ctx context.Context, env *Env) (*Target, er
 	return func(ctx context.Context, env *Env) (*Target, error) {
 		e, err := env.engine.get(ctx, env)
 		if err != nil {
+			if k == engNexus1 || k == engNexus3 {
+				return startNexusAlone(ctx, env, k, err)
+			}
 			return nil, err
 		}
 		t := &Target{procs: []*proc{e.proc}, Prefill: true}
@@ -171,6 +174,9 @@ func startKuraEngine(k engKind) func(ctx context.Context, env *Env) (*Target, er
 			}
 			t.FioArgs = []string{"--ioengine=nbd", "--uri=" + uri}
 		case engNexus1, engNexus3:
+			if !kuraHas(ctx, e.kura, "nexus", "create") || !kuraHas(ctx, e.kura, "nexus", "publish") {
+				return startNexusAlone(ctx, env, k, fmt.Errorf("%w: `kura nexus create/publish` not built yet", ErrUnavailable))
+			}
 			return startNexus(ctx, env, e, t, k)
 		case engNVMf:
 			return startNVMf(ctx, env, e, t)
@@ -179,11 +185,47 @@ func startKuraEngine(k engKind) func(ctx context.Context, env *Env) (*Target, er
 	}
 }
 
-func startNexus(ctx context.Context, env *Env, e *engine, t *Target, k engKind) (*Target, error) {
-	if !kuraHas(ctx, e.kura, "nexus", "create") || !kuraHas(ctx, e.kura, "nexus", "publish") {
-		return nil, fmt.Errorf("%w: `kura nexus create/publish` not built yet", ErrUnavailable)
+func nexusChildren(k engKind) int {
+	if k == engNexus3 {
+		return 3
 	}
-	return nil, fmt.Errorf("%w: nexus wiring pending", ErrUnavailable)
+	return 1
+}
+
+// startNexusAlone serves a nexus over fresh files with kurabench-nbd when
+// the engine cannot (yet) create one: the nexus and NBD server measured
+// without pools and engine around them.
+func startNexusAlone(ctx context.Context, env *Env, k engKind, why error) (*Target, error) {
+	bin, err := kuraSrvBin(env)
+	if err != nil {
+		return nil, fmt.Errorf("%v; %w", why, err)
+	}
+	n := nexusChildren(k)
+	name := fmt.Sprintf("kura-nexus%d", n)
+	args := []string{bin}
+	var files []string
+	for i := 0; i < n; i++ {
+		f, err := env.ExtraFile(fmt.Sprintf("nexus%d-child%d.img", n, i), env.Size)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+		args = append(args, "--nexus-child", f) // a bare path: the default file device
+	}
+	t, err := serveNBD(ctx, env, name, "bench", func(port int) []string {
+		return append(args, "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--export", "bench")
+	})
+	if err != nil {
+		return nil, err
+	}
+	t.Prefill = true
+	t.Detail = fmt.Sprintf("nexus (internal/nexus) over %d file(s) (bare paths: the default file device), served by kurabench-nbd — the engine's nexus is not available (%s)",
+		n, oneLine(why.Error()))
+	return t, nil
+}
+
+func startNexus(ctx context.Context, env *Env, e *engine, t *Target, k engKind) (*Target, error) {
+	return startNexusAlone(ctx, env, k, fmt.Errorf("%w: engine nexus wiring pending in the bench suite", ErrUnavailable))
 }
 
 func startNVMf(ctx context.Context, env *Env, e *engine, t *Target) (*Target, error) {

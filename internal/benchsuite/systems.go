@@ -146,9 +146,9 @@ func serveNBD(ctx context.Context, env *Env, name, export string, argv func(port
 func AllSystems() []System {
 	return []System{
 		{Name: SysRaw, Group: GroupFile, Desc: "fio io_uring, O_DIRECT, on the backing file (no server)", start: startRaw},
-		{Name: SysKuraReplica, Group: GroupFile, Desc: "Kura engine: thick replica on a file pool, NBD share", start: startKuraEngine(engReplica)},
-		{Name: SysKuraNexus1, Group: GroupFile, Desc: "Kura engine: nexus with 1 replica child, NBD publish", start: startKuraEngine(engNexus1)},
-		{Name: SysKuraNexus3, Group: GroupFile, Desc: "Kura engine: nexus with 3 replica children (3 pool files), NBD publish", start: startKuraEngine(engNexus3)},
+		{Name: SysKuraReplica, Group: GroupFile, Desc: "Kura engine: thick replica in a pool on a file, `kura replica share --protocol nbd`", start: startKuraEngine(engReplica)},
+		{Name: SysKuraNexus1, Group: GroupFile, Desc: "Kura engine: nexus over 1 thick replica, `kura nexus publish --protocol nbd`", start: startKuraEngine(engNexus1)},
+		{Name: SysKuraNexus3, Group: GroupFile, Desc: "Kura engine: nexus over 3 thick replicas (3 pool files), `kura nexus publish --protocol nbd`", start: startKuraEngine(engNexus3)},
 		{Name: SysKuraSrvAIO, Group: GroupFile, Desc: "Kura NBD server alone (kurabench-nbd) on aio:// (O_DIRECT pread/pwrite) of the backing file", start: startKuraSrv("aio")},
 		{Name: SysKuraSrvUring, Group: GroupFile, Desc: "Kura NBD server alone (kurabench-nbd) on uring:// (io_uring, O_DIRECT) of the backing file", start: startKuraSrv("uring")},
 		{Name: SysNbdkitFile, Group: GroupFile, Desc: "nbdkit file plugin, cache=none, same file", start: startNbdkitFile},
