@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/kura-io/kura/internal/blockdev"
@@ -106,6 +108,7 @@ func benchRand(b *testing.B, kind string, write bool, par, shift int) {
 	if write {
 		op = d.WriteAt
 	}
+	defer reportCPU(b, cpuTime())
 	if par == 0 {
 		buf := pageBuf(shift)
 		r := rand.New(rand.NewPCG(benchSeed.Add(1), 0))
@@ -142,5 +145,21 @@ func benchMatrix(b *testing.B, write bool) {
 		b.Run(fmt.Sprintf("%s/QD1", kind), func(b *testing.B) { benchRand(b, kind, write, 0, 0) })
 		b.Run(fmt.Sprintf("%s/QD32", kind), func(b *testing.B) { benchRand(b, kind, write, qd32(), 0) })
 		b.Run(fmt.Sprintf("%s/QD32-unaligned", kind), func(b *testing.B) { benchRand(b, kind, write, qd32(), 8) })
+	}
+}
+
+// cpuTime returns the process's user+system CPU time (all threads,
+// including io_uring workers, which belong to the process).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports CPU time per operation since start: less sensitive to
+// other load on a shared machine than ns/op.
+func reportCPU(b *testing.B, start time.Duration) {
+	if b.N > 0 {
+		b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
 	}
 }
