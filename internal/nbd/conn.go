@@ -24,6 +24,10 @@ const (
 	// drainTimeout bounds how long a shut-down connection may spend
 	// writing the replies of its in-flight requests.
 	drainTimeout = 2 * time.Second
+	// fastDeviceNs: while inline requests average below this, the reader
+	// keeps executing requests inline even when more are buffered (a
+	// goroutine handoff would cost more than the I/O).
+	fastDeviceNs = 15_000
 )
 
 // conn is one client connection. The reader goroutine (serve) owns br,
@@ -53,7 +57,11 @@ type conn struct {
 	inflight atomic.Int32  // slots handed to workers and not yet answered
 	wg       sync.WaitGroup
 
+	// ewmaNs is the moving average of inline request latency (reader only).
+	ewmaNs int64
+
 	queued atomic.Int32 // replies waiting for wmu; the last one flushes
+	dirty  atomic.Bool  // replies appended but not flushed (reader deferred)
 	wmu    sync.Mutex   // guards bw and werr in transmission; held for buffer appends and flushes only, never across device I/O
 	bw     *bufio.Writer
 	werr   error
@@ -161,8 +169,8 @@ func (c *conn) transmit(e *export) error {
 			c.free <- r
 			break
 		}
-		if c.inflight.Load() == 0 && c.br.Buffered() == 0 {
-			c.process(r)
+		if c.inflight.Load() == 0 && (c.br.Buffered() == 0 || c.ewmaNs < fastDeviceNs) {
+			c.processInline(r)
 			continue
 		}
 		c.dispatch(r)
@@ -186,10 +194,23 @@ func (c *conn) transmit(e *export) error {
 	return err
 }
 
-// process executes one request, answers it and frees its slot.
+// process executes one request on a worker, answers it and frees its slot.
 func (c *conn) process(r *request) {
 	code := c.execute(r)
-	c.reply(r, code)
+	c.reply(r, code, true)
+	r.release()
+	c.free <- r
+}
+
+// processInline executes a request on the reader. The reply is flushed
+// unless another request is already buffered (then the next blocking read
+// flushes), and the device latency feeds the inline/worker decision.
+func (c *conn) processInline(r *request) {
+	start := time.Now()
+	code := c.execute(r)
+	d := int64(time.Since(start))
+	c.ewmaNs += (d - c.ewmaNs) / 8
+	c.reply(r, code, c.br.Buffered() < requestHeaderLen)
 	r.release()
 	c.free <- r
 }
@@ -200,6 +221,7 @@ func (c *conn) dispatch(r *request) {
 	c.inflight.Add(1)
 	if c.idle.Load() == 0 && c.workers < c.srv.cfg.MaxWorkers {
 		c.workers++
+		c.srv.workerStarts.Add(1)
 		c.wg.Add(1)
 		go c.worker()
 	}

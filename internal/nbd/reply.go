@@ -6,7 +6,7 @@ import "encoding/binary"
 // header and hands it to the shared writer. Under structured replies a
 // READ is answered with one OFFSET_DATA chunk (or NONE for length 0) and
 // every error with an ERROR chunk; otherwise simple replies are used.
-func (c *conn) reply(r *request, code uint32) {
+func (c *conn) reply(r *request, code uint32, flush bool) {
 	h := r.rhdr[:]
 	var data []byte
 	switch {
@@ -43,14 +43,16 @@ func (c *conn) reply(r *request, code uint32) {
 			data = (*r.bufp)[:r.length]
 		}
 	}
-	c.send(h, data)
+	c.send(h, data, flush)
 }
 
 // send appends one reply to the connection's buffered writer. Replies
 // coalesce: a completion that finds others queued behind it leaves the
 // flush to the last of them, so a burst of completions costs one write
-// syscall. wmu is held only for the append and the flush.
-func (c *conn) send(hdr, data []byte) {
+// syscall. The reader passes flush=false while more requests are already
+// buffered; it then flushes before it next blocks (flushPending). wmu is
+// held only for the append and the flush.
+func (c *conn) send(hdr, data []byte, flush bool) {
 	c.queued.Add(1)
 	c.wmu.Lock()
 	if c.werr == nil {
@@ -61,8 +63,31 @@ func (c *conn) send(hdr, data []byte) {
 		}
 	}
 	if c.queued.Add(-1) == 0 && c.werr == nil {
+		if flush {
+			c.werr = c.bw.Flush()
+			c.dirty.Store(false)
+		} else {
+			c.dirty.Store(true)
+		}
+	}
+	err := c.werr
+	c.wmu.Unlock()
+	if err != nil {
+		c.abort()
+	}
+}
+
+// flushPending writes out replies whose flush the reader deferred. The
+// reader calls it before any read that may block.
+func (c *conn) flushPending() {
+	if !c.dirty.Load() {
+		return
+	}
+	c.wmu.Lock()
+	if c.werr == nil {
 		c.werr = c.bw.Flush()
 	}
+	c.dirty.Store(false)
 	err := c.werr
 	c.wmu.Unlock()
 	if err != nil {

@@ -61,6 +61,9 @@ func (r *request) release() {
 
 // readRequest reads the next request (and a WRITE payload) into r.
 func (c *conn) readRequest(r *request) error {
+	if c.br.Buffered() < requestHeaderLen {
+		c.flushPending()
+	}
 	if _, err := io.ReadFull(c.br, r.hdr[:]); err != nil {
 		return err
 	}
@@ -68,6 +71,9 @@ func (c *conn) readRequest(r *request) error {
 		return err
 	}
 	if r.typ == cmdWrite && r.length > 0 {
+		if c.br.Buffered() < int(r.length) {
+			c.flushPending()
+		}
 		if _, err := io.ReadFull(c.br, r.data(int(r.length))); err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -93,6 +94,8 @@ type Server struct {
 	closed  bool
 	closeCh chan struct{} // closed by Close; stops the ctx watcher
 	wg      sync.WaitGroup
+
+	workerStarts atomic.Int64 // per-connection workers started (tests, diagnostics)
 }
 
 // NewServer returns a server that is not yet listening.

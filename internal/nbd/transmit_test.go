@@ -126,9 +126,21 @@ func TestRequestErrors(t *testing.T) {
 // TestInFlight pipelines many requests on one connection and matches the
 // (possibly reordered) replies by cookie.
 func TestInFlight(t *testing.T) {
-	for _, sr := range []bool{false, true} {
-		t.Run(fmt.Sprintf("structured=%v", sr), func(t *testing.T) {
-			s, _ := startServer(t, 16<<20, 512, ExportOptions{})
+	for _, mode := range []struct{ sr, slow bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		t.Run(fmt.Sprintf("structured=%v/slow=%v", mode.sr, mode.slow), func(t *testing.T) {
+			sr := mode.sr
+			s, dev := startServer(t, 16<<20, 512, ExportOptions{})
+			if mode.slow { // a slow device forces the worker path
+				s.RemoveExport("disk")
+				if err := s.AddExport("disk", slowDevice{dev, 300 * time.Microsecond}, ExportOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					if s.workerStarts.Load() == 0 {
+						t.Error("slow device: no worker was started")
+					}
+				}()
+			}
 			c := dial(t, s.Addr(), "disk", sr)
 			const n = 200 // more than numSlots: exercises back-pressure
 			const bs = 8192
@@ -350,4 +362,20 @@ func TestStartContextCancel(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close after cancel hung")
 	}
+}
+
+// slowDevice delays reads and writes, like a disk.
+type slowDevice struct {
+	blockdev.Device
+	d time.Duration
+}
+
+func (s slowDevice) ReadAt(p []byte, off int64) (int, error) {
+	time.Sleep(s.d)
+	return s.Device.ReadAt(p, off)
+}
+
+func (s slowDevice) WriteAt(p []byte, off int64) (int, error) {
+	time.Sleep(s.d)
+	return s.Device.WriteAt(p, off)
 }
