@@ -24,13 +24,37 @@ import (
 
 // realServer starts a server with a malloc export and returns its URI.
 func realServer(t *testing.T, name string, size int64, opts ExportOptions) (*Server, string) {
+	return realServerOn(t, "malloc", name, size, opts)
+}
+
+// backends are the device kinds the real-client tests run against.
+var backends = []string{"malloc", "aio", "uring"}
+
+// realServerOn starts a server exporting a device of the given kind:
+// malloc, aio (O_DIRECT file) or uring (io_uring file).
+func realServerOn(t *testing.T, kind, name string, size int64, opts ExportOptions) (*Server, string) {
 	t.Helper()
 	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	dev, err := blockdev.NewMalloc(name, size, 512)
+	var dev blockdev.Device
+	var err error
+	switch kind {
+	case "malloc":
+		dev, err = blockdev.NewMalloc(name, size, 512)
+	default:
+		p := filepath.Join(t.TempDir(), name+".img")
+		if err = os.WriteFile(p, nil, 0o644); err == nil {
+			err = os.Truncate(p, size)
+		}
+		if err == nil && kind == "aio" {
+			dev, err = blockdev.OpenFile(p, blockdev.FileOptions{})
+		} else if err == nil {
+			dev, err = blockdev.OpenUring(p, blockdev.FileOptions{})
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +119,13 @@ func TestRealQemuImg(t *testing.T) {
 
 func TestRealQemuIo(t *testing.T) {
 	testtool.Require(t, "qemu-io")
-	_, uri := realServer(t, "io", 16<<20, ExportOptions{})
+	for _, kind := range backends {
+		t.Run(kind, func(t *testing.T) { testQemuIo(t, kind) })
+	}
+}
+
+func testQemuIo(t *testing.T, kind string) {
+	_, uri := realServerOn(t, kind, "io", 16<<20, ExportOptions{})
 	out := run(t, "qemu-io", "-f", "raw",
 		"-c", "write -P 0xab 0 1M",
 		"-c", "read -P 0xab 0 1M",
@@ -158,7 +188,13 @@ func TestRealNbdinfo(t *testing.T) {
 
 func TestRealNbdcopy(t *testing.T) {
 	testtool.Require(t, "nbdcopy")
-	s, uri := realServer(t, "src", 32<<20, ExportOptions{})
+	for _, kind := range backends {
+		t.Run(kind, func(t *testing.T) { testNbdcopy(t, kind) })
+	}
+}
+
+func testNbdcopy(t *testing.T, kind string) {
+	s, uri := realServerOn(t, kind, "src", 32<<20, ExportOptions{})
 	dev, _ := blockdev.NewMalloc("dst", 32<<20, 512)
 	if err := s.AddExport("dst", dev, ExportOptions{}); err != nil {
 		t.Fatal(err)
@@ -186,7 +222,13 @@ func TestRealNbdcopy(t *testing.T) {
 
 func TestRealFioVerify(t *testing.T) {
 	testtool.Require(t, "fio")
-	_, uri := realServer(t, "fio", 64<<20, ExportOptions{})
+	for _, kind := range backends {
+		t.Run(kind, func(t *testing.T) { testFioVerify(t, kind) })
+	}
+}
+
+func testFioVerify(t *testing.T, kind string) {
+	_, uri := realServerOn(t, kind, "fio", 64<<20, ExportOptions{})
 	out := run(t, "fio", "--name=verify", "--ioengine=nbd", "--uri="+uri,
 		"--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=16m", "--numjobs=2", "--offset_increment=16m",
 		"--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--group_reporting")
