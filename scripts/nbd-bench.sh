@@ -33,6 +33,7 @@ if [ ! -f "$IMG" ] || [ "$(stat -c %s "$IMG")" -ne $((SIZE_MB << 20)) ]; then
 fi
 
 pids=()
+declare -A pidof
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
@@ -56,6 +57,7 @@ for t in $TARGETS; do
     *) echo "unknown target $t" >&2; exit 1 ;;
   esac
   pids+=($!)
+  pidof[$t]=$!
 done
 sleep 1
 
@@ -74,17 +76,20 @@ for r in $(seq 1 "$ROUNDS"); do
     rw=${w%%:*}; qd=${w##*:}
     for t in $TARGETS; do
       j="$OUT/$t-$rw-$qd-$r.json"
+      cpu0=$(awk '{print $14+$15}' "/proc/${pidof[$t]}/stat")
       fio --name=b --ioengine=nbd --uri="$(uri_of "$t")" --rw="$rw" --bs=4k --iodepth="$qd" \
         --size="${SIZE_MB}m" --runtime="$RUNTIME" --time_based --norandommap --randrepeat=0 \
         --output-format=json --output="$j"
-      python3 - "$j" "$t" "$rw" "$qd" "$r" >> "$results" <<'PY'
+      cpu1=$(awk '{print $14+$15}' "/proc/${pidof[$t]}/stat")
+      python3 - "$j" "$t" "$rw" "$qd" "$r" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" >> "$results" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 side = j["read"] if sys.argv[3].endswith("read") else j["write"]
+cpu_us = int(sys.argv[6]) * 1e6 / int(sys.argv[7]) / max(side["total_ios"], 1)
 print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5],
-                 "%.1f" % (side["iops"] / 1000), "%.0f" % (side["lat_ns"]["mean"] / 1000)]))
+                 "%.1f" % (side["iops"] / 1000), "%.0f" % (side["lat_ns"]["mean"] / 1000), "%.1f" % cpu_us]))
 PY
-      echo "round $r $t $rw QD$qd: $(tail -1 "$results" | cut -f5,6)" >&2
+      echo "round $r $t $rw QD$qd: $(tail -1 "$results" | cut -f5-7)" >&2
     done
   done
 done
@@ -94,11 +99,13 @@ import sys, statistics, collections
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
 targets = sys.argv[2].split()
 d = collections.defaultdict(list)
-for t, rw, qd, r, kiops, lat in rows:
-    d[(t, rw, qd)].append((float(kiops), float(lat)))
+for t, rw, qd, r, kiops, lat, cpu in rows:
+    d[(t, rw, qd)].append((float(kiops), float(lat), float(cpu)))
 loads = []
 for t, rw, qd, *_ in rows:
     if (rw, qd) not in loads: loads.append((rw, qd))
+print("cells: median kIOPS / mean latency / server CPU µs per I/O (%d rounds)" % len({r[3] for r in rows}))
+print()
 print("| 4k workload | " + " | ".join(targets) + " |")
 print("|---" * (len(targets) + 1) + "|")
 for rw, qd in loads:
@@ -107,6 +114,7 @@ for rw, qd in loads:
         v = d.get((t, rw, qd))
         if not v: cells.append("-"); continue
         k = statistics.median(x[0] for x in v); l = statistics.median(x[1] for x in v)
-        cells.append("%.1f kIOPS / %.0f µs" % (k, l))
+        c = statistics.median(x[2] for x in v)
+        cells.append("%.1f k / %.0f µs / %.1f" % (k, l, c))
     print("| %s QD%s | %s |" % (rw, qd, " | ".join(cells)))
 PY
