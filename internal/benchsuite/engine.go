@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kura-io/kura/internal/nvmetcp"
 )
 
 type engKind int
@@ -20,6 +22,7 @@ const (
 	engNexus3
 	engNVMf
 	engMalloc
+	engNVMfMalloc
 )
 
 // kuraHas reports whether the kura CLI has the command path args (e.g.
@@ -178,8 +181,8 @@ func startKuraEngine(k engKind) func(ctx context.Context, env *Env) (*Target, er
 				return startNexusAlone(ctx, env, k, fmt.Errorf("%w: `kura nexus create/publish` not built yet", ErrUnavailable))
 			}
 			return startNexus(ctx, env, e, t, k)
-		case engNVMf:
-			return startNVMf(ctx, env, e, t)
+		case engNVMf, engNVMfMalloc:
+			return startNVMf(ctx, env, e, t, k == engNVMfMalloc)
 		}
 		return t, nil
 	}
@@ -228,11 +231,47 @@ func startNexus(ctx context.Context, env *Env, e *engine, t *Target, k engKind) 
 	return startNexusAlone(ctx, env, k, fmt.Errorf("%w: engine nexus wiring pending in the bench suite", ErrUnavailable))
 }
 
-func startNVMf(ctx context.Context, env *Env, e *engine, t *Target) (*Target, error) {
-	if !kuraHas(ctx, e.kura, "bench") {
-		return nil, fmt.Errorf("%w: `kura bench` not built yet", ErrUnavailable)
+func startNVMf(ctx context.Context, env *Env, e *engine, t *Target, malloc bool) (*Target, error) {
+	var out string
+	var err error
+	if malloc {
+		if _, err := e.cli(ctx, "bdev", "create", fmt.Sprintf("malloc:///benchmemn?size_mb=%d", env.Size>>20), "--name", "benchmemn"); err != nil {
+			return nil, err
+		}
+		out, err = e.cli(ctx, "bdev", "share", "benchmemn", "--protocol", "nvmf")
+	} else {
+		if err := e.poolReplica(ctx, env, "bench-n", "n0"); err != nil {
+			return nil, err
+		}
+		out, err = e.cli(ctx, "replica", "share", "bench-n", "n0", "--protocol", "nvmf")
 	}
-	return nil, fmt.Errorf("%w: kura bench wiring pending", ErrUnavailable)
+	if err != nil {
+		return nil, err
+	}
+	uri, err := findURI(out, "nvmf")
+	if err != nil {
+		return nil, err
+	}
+	if kuraHas(ctx, e.kura, "bench") {
+		return kuraBenchTarget(ctx, env, e, t, uri)
+	}
+	dev, err := nvmetcp.DialURI(ctx, uri)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", uri, err)
+	}
+	t.cleanup = append(t.cleanup, dev.Close)
+	t.fill = func(ctx context.Context) error { return fillDevice(ctx, dev) }
+	t.Measure = func(ctx context.Context, w Workload, runtime, ramp time.Duration) (Metrics, error) {
+		return GoLoad(ctx, dev, w, runtime, ramp)
+	}
+	t.Detail = "engine share over NVMe/TCP (" + uri + "), driven by kurabench's Go load generator over Kura's NVMe/TCP initiator (internal/nvmetcp; one goroutine per queue slot) because `kura bench` is not available"
+	return t, nil
+}
+
+// kuraBenchTarget measures with `kura bench URI` (pending: its flags and
+// output are not known yet).
+func kuraBenchTarget(ctx context.Context, env *Env, e *engine, t *Target, uri string) (*Target, error) {
+	return nil, fmt.Errorf("%w: kura bench adapter pending", ErrUnavailable)
 }
 
 func containsAny(s string, subs ...string) bool {

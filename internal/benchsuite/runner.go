@@ -209,11 +209,17 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	for i := 0; i < len(up); i++ {
 		s := up[i]
 		t := targets[s.Name]
-		if !t.Prefill || t.FioArgs == nil {
+		if !t.Prefill || (t.FioArgs == nil && t.fill == nil) {
 			continue
 		}
 		start := time.Now()
-		if err := prefill(ctx, cfg, t); err != nil {
+		var err error
+		if t.fill != nil {
+			err = t.fill(ctx)
+		} else {
+			err = prefill(ctx, cfg, t)
+		}
+		if err != nil {
 			cfg.logf("%-15s prefill failed, dropping it: %v", s.Name, err)
 			for j := range res.Systems {
 				if res.Systems[j].Name == s.Name {
@@ -307,35 +313,15 @@ func prefill(ctx context.Context, cfg Config, t *Target) error {
 	return nil
 }
 
-// measure runs one job against t.
+// measure runs one job against t and adds the servers' CPU time per I/O,
+// sampled over the measured window (after the ramp).
 func measure(ctx context.Context, cfg Config, t *Target, w Workload) (Metrics, error) {
-	if t.Measure != nil {
-		return t.Measure(ctx, w, cfg.Runtime, cfg.Ramp)
-	}
-	args := []string{
-		"--name=" + w.Name, "--rw=" + w.RW, "--bs=" + strconv.Itoa(w.BS), "--iodepth=" + strconv.Itoa(w.QD),
-		"--numjobs=1", "--time_based", "--runtime=" + secs(cfg.Runtime), "--ramp_time=" + secs(cfg.Ramp),
-		"--output-format=json",
-	}
-	if w.Random() {
-		args = append(args, "--norandommap", "--randrepeat=0")
-	}
-	args = append(args, t.FioArgs...)
 	jctx, cancel := context.WithTimeout(ctx, cfg.Runtime+cfg.Ramp+90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(jctx, cfg.Fio, args...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	var outBuf strings.Builder
-	cmd.Stdout = &outBuf
-	if err := cmd.Start(); err != nil {
-		return Metrics{}, err
-	}
-	// Server CPU is sampled over the measured part only (after the ramp).
 	pids := t.pids()
 	cpu0 := map[int]time.Duration{}
 	rampDone := make(chan struct{})
-	go func() {
+	go func() { // owned: ends after the ramp or when the job ends
 		defer close(rampDone)
 		select {
 		case <-time.After(cfg.Ramp + 300*time.Millisecond):
@@ -348,31 +334,59 @@ func measure(ctx context.Context, cfg Config, t *Target, w Workload) (Metrics, e
 			}
 		}
 	}()
-	werr := cmd.Wait()
+	var m Metrics
+	var err error
+	if t.Measure != nil {
+		m, err = t.Measure(jctx, w, cfg.Runtime, cfg.Ramp)
+	} else {
+		m, err = runFio(jctx, cfg, t, w)
+	}
+	cancel()
 	<-rampDone
+	if err != nil {
+		return Metrics{}, err
+	}
 	var srv time.Duration
-	sampled := len(cpu0) > 0
 	for _, p := range pids {
-		if d, err := cpuTime(p); err == nil {
-			srv += d - cpu0[p]
+		if c0, ok := cpu0[p]; ok {
+			if d, err := cpuTime(p); err == nil {
+				srv += d - c0
+			}
 		}
 	}
-	if werr != nil {
-		return Metrics{}, fmt.Errorf("fio: %w: %s", werr, trim([]byte(stderr.String()), 500))
-	}
-	m, err := ParseFio([]byte(outBuf.String()), w.Write())
-	if err != nil {
-		return Metrics{}, fmt.Errorf("%w (stderr: %s)", err, trim([]byte(stderr.String()), 300))
-	}
-	if sampled && m.IOs > 0 {
-		// The window is a little shorter than fio's (300 ms after the ramp),
-		// so scale by the fraction of I/Os inside it.
+	if len(cpu0) > 0 && m.IOs > 0 {
+		// The window is a little shorter than the job's (300 ms after the
+		// ramp), so scale by the fraction of I/Os inside it.
 		window := float64(cfg.Runtime - 300*time.Millisecond)
 		if window <= 0 {
 			window = float64(cfg.Runtime)
 		}
 		ios := float64(m.IOs) * window / float64(cfg.Runtime)
 		m.ServerCPUUsPerIO = float64(srv/time.Microsecond) / ios
+	}
+	return m, nil
+}
+
+func runFio(ctx context.Context, cfg Config, t *Target, w Workload) (Metrics, error) {
+	args := []string{
+		"--name=" + w.Name, "--rw=" + w.RW, "--bs=" + strconv.Itoa(w.BS), "--iodepth=" + strconv.Itoa(w.QD),
+		"--numjobs=1", "--time_based", "--runtime=" + secs(cfg.Runtime), "--ramp_time=" + secs(cfg.Ramp),
+		"--output-format=json",
+	}
+	if w.Random() {
+		args = append(args, "--norandommap", "--randrepeat=0")
+	}
+	args = append(args, t.FioArgs...)
+	cmd := exec.CommandContext(ctx, cfg.Fio, args...)
+	var stderr, stdout strings.Builder
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stdout
+	if err := cmd.Run(); err != nil {
+		return Metrics{}, fmt.Errorf("fio: %w: %s", err, trim([]byte(stderr.String()), 500))
+	}
+	m, err := ParseFio([]byte(stdout.String()), w.Write())
+	if err != nil {
+		return Metrics{}, fmt.Errorf("%w (stderr: %s)", err, trim([]byte(stderr.String()), 300))
 	}
 	return m, nil
 }

@@ -33,6 +33,7 @@ const (
 	SysKuraMalloc   = "kura-malloc"
 	SysNbdkitMemory = "nbdkit-memory"
 	SysKuraNVMf     = "kura-nvmf"
+	SysKuraNVMfMem  = "kura-nvmf-malloc"
 )
 
 // Env is what systems need to start.
@@ -75,6 +76,8 @@ type Target struct {
 	// Detail, when set, says how the system was actually set up (it
 	// replaces the description in the report).
 	Detail string
+	// fill, when set, replaces fio for Prefill.
+	fill func(ctx context.Context) error
 	// Procs are the server processes (CPU accounting, stop).
 	procs []*proc
 	// cleanup runs after the processes stopped.
@@ -156,6 +159,7 @@ func AllSystems() []System {
 		{Name: SysKuraNVMf, Group: GroupFile, Desc: "kura bench (own NVMe/TCP initiator) against an engine replica shared over NVMe/TCP", start: startKuraEngine(engNVMf)},
 		{Name: SysKuraMalloc, Group: GroupMemory, Desc: "Kura malloc bdev (RAM) shared over NBD by the engine (or, without an engine, by kurabench-nbd)", start: startKuraMalloc},
 		{Name: SysNbdkitMemory, Group: GroupMemory, Desc: "nbdkit memory plugin (RAM)", start: startNbdkitMemory},
+		{Name: SysKuraNVMfMem, Group: GroupMemory, Desc: "kura bench over NVMe/TCP against an engine malloc bdev (transport cost alone)", start: startKuraEngine(engNVMfMalloc)},
 	}
 }
 
