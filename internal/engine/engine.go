@@ -40,7 +40,8 @@ type Engine struct {
 		// claims maps a canonical device key to the owner using it.
 		claims map[string]string
 		// refs counts open borrowed handles (bdev:// opens) per object key.
-		refs map[string]int
+		refs    map[string]int
+		nexuses map[string]*nexusEntry // by nexus name
 	}
 
 	front frontends
@@ -68,6 +69,7 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.shares = map[string]*shareEntry{}
 	e.mu.claims = map[string]string{}
 	e.mu.refs = map[string]int{}
+	e.mu.nexuses = map[string]*nexusEntry{}
 	e.reg.Register("bdev", e.openLocal)
 	e.reg.Register("loopback", e.openLocal)
 	return e, nil
@@ -202,11 +204,19 @@ func (e *Engine) shutdown() {
 	e.mu.Lock()
 	bdevs := e.mu.bdevs
 	pools := e.mu.pools
+	nexuses := e.mu.nexuses
+	e.mu.nexuses = map[string]*nexusEntry{}
 	e.mu.bdevs = map[string]*bdevEntry{}
 	e.mu.pools = map[string]*poolEntry{}
 	e.mu.shares = map[string]*shareEntry{}
 	e.mu.claims = map[string]string{}
 	e.mu.Unlock()
+	// Nexuses first: they hold children open (bdevs, replicas).
+	for _, ne := range nexuses {
+		if err := ne.n.Shutdown(context.Background()); err != nil {
+			e.log.Warn("shutdown nexus", "nexus", ne.rec.Name, "err", err)
+		}
+	}
 	for _, b := range bdevs {
 		if err := b.dev.Flush(); err != nil {
 			e.log.Warn("flush bdev", "bdev", b.name, "err", err)
@@ -244,6 +254,11 @@ func (e *Engine) snapshotState() persistedState {
 	for _, s := range e.mu.shares {
 		st.Shares = append(st.Shares, s.rec)
 	}
+	for _, ne := range e.mu.nexuses {
+		if !ne.rec.Shutdown {
+			st.Nexuses = append(st.Nexuses, ne.rec)
+		}
+	}
 	return st
 }
 
@@ -266,6 +281,11 @@ func (e *Engine) restore(ctx context.Context, st persistedState) {
 	for _, r := range st.Bdevs {
 		if _, err := e.createBdevLocked(ctx, r.URI, r.Name); err != nil {
 			e.log.Error("reopen bdev", "bdev", r.Name, "uri", r.URI, "err", err)
+		}
+	}
+	for _, r := range st.Nexuses {
+		if _, err := e.createNexusLocked(ctx, r); err != nil {
+			e.log.Error("re-create nexus", "nexus", r.Name, "err", err)
 		}
 	}
 	for _, r := range st.Shares {

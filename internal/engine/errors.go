@@ -10,6 +10,7 @@ import (
 
 	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/nbd"
+	"github.com/kura-io/kura/internal/nexus"
 	"github.com/kura-io/kura/internal/nvme"
 	"github.com/kura-io/kura/internal/nvmetcp"
 	"github.com/kura-io/kura/internal/pool"
@@ -48,12 +49,15 @@ var codeTable = []struct {
 	{blockdev.ErrNotFound, codes.NotFound},
 	{nbd.ErrExportNotFound, codes.NotFound},
 	{nvmetcp.ErrNotFound, codes.NotFound},
+	{nexus.ErrChildNotFound, codes.NotFound},
+	{nexus.ErrNoRebuild, codes.NotFound},
 	{fs.ErrNotExist, codes.NotFound},
 
 	{ErrExists, codes.AlreadyExists},
 	{pool.ErrExists, codes.AlreadyExists},
 	{nbd.ErrExportExists, codes.AlreadyExists},
 	{nvmetcp.ErrExists, codes.AlreadyExists},
+	{nexus.ErrChildExists, codes.AlreadyExists},
 
 	{ErrInvalidArgument, codes.InvalidArgument},
 	{pool.ErrInvalidArgument, codes.InvalidArgument},
@@ -64,6 +68,7 @@ var codeTable = []struct {
 	{nbd.ErrInvalidExport, codes.InvalidArgument},
 	{nvme.ErrInvalidNQN, codes.InvalidArgument},
 	{nvmetcp.ErrInvalidConfig, codes.InvalidArgument},
+	{nexus.ErrConfig, codes.InvalidArgument},
 
 	{pool.ErrNoSpace, codes.ResourceExhausted},
 	{blockdev.ErrNoSpace, codes.ResourceExhausted},
@@ -74,6 +79,10 @@ var codeTable = []struct {
 	{pool.ErrAlreadyPool, codes.FailedPrecondition},
 	{pool.ErrNotAPool, codes.FailedPrecondition},
 	{blockdev.ErrBusy, codes.FailedPrecondition},
+	{nexus.ErrLastHealthy, codes.FailedPrecondition},
+	{nexus.ErrChildBusy, codes.FailedPrecondition},
+	{nexus.ErrInvalidState, codes.FailedPrecondition},
+	{nexus.ErrShutdown, codes.FailedPrecondition},
 	{blockdev.ErrReadOnly, codes.FailedPrecondition},
 	{fs.ErrPermission, codes.PermissionDenied},
 
@@ -81,6 +90,7 @@ var codeTable = []struct {
 
 	{ErrUnimplemented, codes.Unimplemented},
 	{ErrUnavailable, codes.Unavailable},
+	{nexus.ErrNoHealthy, codes.Unavailable},
 	{nbd.ErrServerClosed, codes.Unavailable},
 	{nvmetcp.ErrClosed, codes.Unavailable},
 	{blockdev.ErrClosed, codes.Unavailable},

@@ -149,10 +149,14 @@ func TestBadInput(t *testing.T) {
 			_, err := te.bdev.CreateBdev(ctx, &enginev1.CreateBdevRequest{Uri: "malloc:///m0?size_mb=16"})
 			return err
 		}, codes.AlreadyExists},
-		{"nexus not built yet", func() error {
-			_, err := te.nexus.ListNexuses(ctx, &enginev1.ListNexusesRequest{})
+		{"nexus not found", func() error {
+			_, err := te.nexus.DestroyNexus(ctx, &enginev1.DestroyNexusRequest{Name: "nope"})
 			return err
-		}, codes.Unimplemented},
+		}, codes.NotFound},
+		{"nexus child missing", func() error {
+			_, err := te.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: "nx", Children: []string{"bdev:///nope"}})
+			return err
+		}, codes.NotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.call()

@@ -149,6 +149,12 @@ func (e *Engine) shareTarget(rec shareRecord) (blockdev.Device, string, error) {
 			return nil, "", fmt.Errorf("bdev %q %w", rec.Name, ErrNotFound)
 		}
 		return b.dev, b.name, nil
+	case "nexus":
+		ne, err := e.nexusByName(rec.Name)
+		if err != nil {
+			return nil, "", err
+		}
+		return ne.n, ne.rec.Name, nil
 	}
 	return nil, "", fmt.Errorf("%w: sharing a %s", ErrUnimplemented, rec.Kind)
 }

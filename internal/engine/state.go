@@ -62,6 +62,8 @@ type nexusRecord struct {
 	UUID     string   `json:"uuid"`
 	Size     int64    `json:"size"`
 	Children []string `json:"children"`
+	// Shutdown is set by ShutdownNexus; such a nexus is not persisted.
+	Shutdown bool `json:"-"`
 }
 
 // loadState reads the state file; a missing file is an empty state.
