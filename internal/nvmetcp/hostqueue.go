@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,10 +38,8 @@ type hqueue struct {
 	icdMax int // largest write sent as in-capsule data
 	h2cMax int // MAXH2CDATA of the controller
 
-	wmu     sync.Mutex // guards enc, bw
-	bw      *bufio.Writer
-	enc     *Encoder
-	waiters atomic.Int32
+	out *batchWriter // out.mu guards enc
+	enc *Encoder
 
 	reqs    []hreq
 	free    chan uint16
@@ -64,8 +61,8 @@ func dialQueue(ctx context.Context, cfg *Config, qid uint16, entries int) (*hque
 	q := &hqueue{qid: qid, conn: conn, exited: make(chan struct{})}
 	q.br = bufio.NewReaderSize(conn, 64<<10)
 	q.dec = NewDecoder(q.br, false, Limits{MaxC2HData: maxTransfer})
-	q.bw = bufio.NewWriterSize(conn, 64<<10)
-	q.enc = NewEncoder(q.bw)
+	q.out = newBatchWriter(conn)
+	q.enc = NewEncoder(q.out)
 	var dg uint8
 	if cfg.HeaderDigest {
 		dg |= DigestHeader
@@ -78,10 +75,12 @@ func dialQueue(ctx context.Context, cfg *Config, qid uint16, entries int) (*hque
 		deadline = d
 	}
 	conn.SetDeadline(deadline)
+	q.out.mu.Lock()
 	err = q.enc.WriteICReq(ICReq{Digest: dg})
 	if err == nil {
 		err = q.enc.Flush()
 	}
+	q.out.mu.Unlock()
 	var h Header
 	if err == nil {
 		h, err = q.dec.Next()
@@ -217,10 +216,8 @@ func (q *hqueue) readPDUs() error {
 }
 
 func (q *hqueue) sendH2C(r *hreq, t R2T) error {
-	q.waiters.Add(1)
-	q.wmu.Lock()
-	q.waiters.Add(-1)
-	defer q.wmu.Unlock()
+	q.out.mu.Lock()
+	defer q.out.mu.Unlock()
 	end := int(t.R2TO + t.R2TL)
 	for off := int(t.R2TO); off < end; {
 		n := min(end-off, q.h2cMax)
@@ -272,19 +269,17 @@ func (q *hqueue) submit(sqe *nvme.SQE, data []byte, write bool, timeout time.Dur
 		<-r.done
 		return r.cqe, r.err
 	}
-	q.waiters.Add(1)
-	q.wmu.Lock()
-	q.waiters.Add(-1)
+	q.out.mu.Lock()
 	var err error
 	if icd {
 		err = q.enc.WriteCapsuleCmd(&r.sqe, data)
 	} else {
 		err = q.enc.WriteCapsuleCmd(&r.sqe, nil)
 	}
-	if err == nil && q.waiters.Load() == 0 {
+	if err == nil {
 		err = q.enc.Flush()
 	}
-	q.wmu.Unlock()
+	q.out.mu.Unlock()
 	if err != nil {
 		q.fail(err)
 	}

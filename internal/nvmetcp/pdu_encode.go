@@ -1,7 +1,6 @@
 package nvmetcp
 
 import (
-	"bufio"
 	"encoding/binary"
 
 	"github.com/kura-io/kura/internal/nvme"
@@ -11,14 +10,21 @@ import (
 // PDA 0) and never flushes; the caller decides when to Flush. It is not
 // safe for concurrent use: callers serialise whole PDUs.
 type Encoder struct {
-	w *bufio.Writer
+	w flushWriter
 	// HDgst and DDgst are the negotiated digests.
 	HDgst, DDgst bool
 	hdr          [maxHeader]byte
 }
 
+// flushWriter is a buffered writer (bufio.Writer, batchWriter).
+type flushWriter interface {
+	Write(p []byte) (int, error)
+	Flush() error
+	Buffered() int
+}
+
 // NewEncoder returns an encoder writing to w.
-func NewEncoder(w *bufio.Writer) *Encoder { return &Encoder{w: w} }
+func NewEncoder(w flushWriter) *Encoder { return &Encoder{w: w} }
 
 // Flush flushes the underlying writer.
 func (e *Encoder) Flush() error { return e.w.Flush() }

@@ -67,12 +67,10 @@ type queue struct {
 	br   *bufio.Reader
 	dec  *Decoder
 
-	wmu     sync.Mutex // serialises PDUs on the socket; guards enc, bw, werr, sqhd
-	bw      *bufio.Writer
-	enc     *Encoder
-	werr    error
-	sqhd    uint16
-	waiters atomic.Int32
+	out  *batchWriter // out.mu serialises PDUs on the socket; guards enc, werr, sqhd
+	enc  *Encoder
+	werr error
+	sqhd uint16
 
 	// Set by the reader during Connect, read-only afterwards.
 	qid       uint16
@@ -99,8 +97,8 @@ func newQueue(t *Target, c net.Conn) *queue {
 	q.rd.c = c
 	q.br = bufio.NewReaderSize(&q.rd, 64<<10)
 	q.dec = NewDecoder(q.br, true, Limits{MaxICD: maxICD, MaxH2CData: maxTransfer})
-	q.bw = bufio.NewWriterSize(c, 64<<10)
-	q.enc = NewEncoder(q.bw)
+	q.out = newBatchWriter(c)
+	q.enc = NewEncoder(q.out)
 	q.initSlots(64)
 	return q
 }
@@ -190,8 +188,8 @@ func (q *queue) serve() {
 func (q *queue) fatal(fe *FatalError) error { return fe }
 
 func (q *queue) sendTerm(fe *FatalError) {
-	q.wmu.Lock()
-	defer q.wmu.Unlock()
+	q.out.mu.Lock()
+	defer q.out.mu.Unlock()
 	if q.werr != nil {
 		return
 	}
@@ -220,13 +218,13 @@ func (q *queue) handshake() error {
 		return fatal(FESUnsupportedParm, 10, "ICReq hpda %d (only 0 supported)", r.HPDA)
 	}
 	dg := r.Digest & (DigestHeader | DigestData)
-	q.wmu.Lock()
+	q.out.mu.Lock()
 	err = q.enc.WriteICResp(ICResp{Digest: dg, MaxH2CData: maxTransfer})
 	if err == nil {
 		err = q.enc.Flush()
 	}
 	q.enc.HDgst, q.enc.DDgst = dg&DigestHeader != 0, dg&DigestData != 0
-	q.wmu.Unlock()
+	q.out.mu.Unlock()
 	q.dec.HDgst, q.dec.DDgst = dg&DigestHeader != 0, dg&DigestData != 0
 	return err
 }
@@ -261,12 +259,12 @@ func (q *queue) onCapsule() error {
 		s.rcvd = s.xfer
 	} else if s.dir == nvme.DirHostToCtrl && s.xfer > 0 {
 		s.waitingH2C = true
-		q.wmu.Lock()
+		q.out.mu.Lock()
 		err := q.enc.WriteR2T(R2T{CCCID: s.sqe.CID, TTag: s.idx, R2TO: 0, R2TL: s.xfer})
-		if err == nil && q.waiters.Load() == 0 {
+		if err == nil {
 			err = q.enc.Flush()
 		}
-		q.wmu.Unlock()
+		q.out.mu.Unlock()
 		return err
 	}
 	return q.ready(s)
@@ -411,9 +409,7 @@ func (q *queue) exec(s *slot) {
 // frees the slot. The last of several concurrent completers flushes, so a
 // burst of completions leaves in one write.
 func (q *queue) complete(s *slot) {
-	q.waiters.Add(1)
-	q.wmu.Lock()
-	q.waiters.Add(-1)
+	q.out.mu.Lock()
 	if q.werr == nil {
 		var err error
 		if s.status.OK() && s.c2h > 0 {
@@ -430,7 +426,7 @@ func (q *queue) complete(s *slot) {
 		if err == nil {
 			err = q.enc.WriteCapsuleResp(&cqe)
 		}
-		if err == nil && q.waiters.Load() == 0 {
+		if err == nil {
 			err = q.enc.Flush()
 		}
 		if err != nil {
@@ -438,7 +434,7 @@ func (q *queue) complete(s *slot) {
 			q.shutdown()
 		}
 	}
-	q.wmu.Unlock()
+	q.out.mu.Unlock()
 	q.release(s)
 	q.inflight.Add(-1)
 }
