@@ -12,6 +12,8 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kura-io/kura/internal/blockdev"
 )
 
@@ -42,7 +44,12 @@ func TestMain(m *testing.M) {
 // the disk), created once per test binary.
 func benchPath(b *testing.B) string {
 	bench.once.Do(func() {
-		bench.dir, bench.err = os.MkdirTemp("", "kura-blockdev-bench-")
+		parent := "" // the default temp dir, unless it is tmpfs (no O_DIRECT there)
+		var st unix.Statfs_t
+		if unix.Statfs(os.TempDir(), &st) == nil && st.Type == unix.TMPFS_MAGIC {
+			parent = "/var/tmp"
+		}
+		bench.dir, bench.err = os.MkdirTemp(parent, "kura-blockdev-bench-")
 		if bench.err != nil {
 			return
 		}
@@ -86,6 +93,9 @@ func benchOpen(b *testing.B, kind string) blockdev.Device {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { d.Close() })
+	if !d.(interface{ Direct() bool }).Direct() {
+		b.Fatalf("%s: no O_DIRECT; the benchmark would measure the page cache", path)
+	}
 	return d
 }
 
