@@ -213,9 +213,13 @@ func notSupported(err error) bool {
 	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.ENODEV)
 }
 
+// fallocateSys is unix.Fallocate; tests replace it to simulate storage
+// without zeroing or hole punching.
+var fallocateSys = unix.Fallocate
+
 func fallocate(fd int, mode uint32, off, length int64) error {
 	for {
-		err := unix.Fallocate(fd, mode, off, length)
+		err := fallocateSys(fd, mode, off, length)
 		if err != unix.EINTR {
 			return err
 		}
