@@ -55,6 +55,7 @@ type conn struct {
 	workers  int           // workers started (reader only)
 	idle     atomic.Int32  // workers waiting for work
 	inflight atomic.Int32  // slots handed to workers and not yet answered
+	budget   budget        // large payload bytes in flight
 	wg       sync.WaitGroup
 
 	// ewmaNs is the moving average of inline request latency (reader only).
@@ -162,11 +163,11 @@ func (c *conn) transmit(e *export) error {
 	for {
 		r := <-c.free
 		if err = c.readRequest(r); err != nil {
-			c.free <- r
+			c.finish(r)
 			break
 		}
 		if r.typ == cmdDisc {
-			c.free <- r
+			c.finish(r)
 			break
 		}
 		if c.inflight.Load() == 0 && (c.br.Buffered() == 0 || c.ewmaNs < fastDeviceNs) {
@@ -198,6 +199,15 @@ func (c *conn) transmit(e *export) error {
 func (c *conn) process(r *request) {
 	code := c.execute(r)
 	c.reply(r, code, true)
+	c.finish(r)
+}
+
+// finish returns r's budget, large buffer and slot.
+func (c *conn) finish(r *request) {
+	if r.charged > 0 {
+		c.budget.release(r.charged)
+		r.charged = 0
+	}
 	r.release()
 	c.free <- r
 }
@@ -211,8 +221,7 @@ func (c *conn) processInline(r *request) {
 	d := int64(time.Since(start))
 	c.ewmaNs += (d - c.ewmaNs) / 8
 	c.reply(r, code, c.br.Buffered() < requestHeaderLen)
-	r.release()
-	c.free <- r
+	c.finish(r)
 }
 
 // dispatch hands r to a worker, starting one if none is idle and the

@@ -16,9 +16,10 @@ type request struct {
 	off    uint64
 	length uint32
 
-	bufp *[]byte // pooled payload buffer, kept across requests when small
-	hdr  [requestHeaderLen]byte
-	rhdr [structReplyLen + 8]byte // reply header scratch
+	bufp    *[]byte // pooled payload buffer, kept across requests when small
+	charged int64   // bytes taken from the connection budget
+	hdr     [requestHeaderLen]byte
+	rhdr    [structReplyLen + 8]byte // reply header scratch
 }
 
 // decodeRequest parses a 28-byte request header. A bad magic is a protocol
@@ -69,6 +70,14 @@ func (c *conn) readRequest(r *request) error {
 	}
 	if err := decodeRequest(r, r.hdr[:]); err != nil {
 		return err
+	}
+	if (r.typ == cmdRead || r.typ == cmdWrite) && r.length > keepBufMaxLen && r.length <= maxPayload {
+		n := int64(r.length)
+		if !c.budget.tryAcquire(n) {
+			c.flushPending()
+			c.budget.acquire(n)
+		}
+		r.charged = n
 	}
 	if r.typ == cmdWrite && r.length > 0 {
 		if c.br.Buffered() < int(r.length) {

@@ -379,3 +379,33 @@ func (s slowDevice) WriteAt(p []byte, off int64) (int, error) {
 	time.Sleep(s.d)
 	return s.Device.WriteAt(p, off)
 }
+
+// TestLargeRequestsBudget pipelines more large requests than the
+// per-connection byte budget admits at once.
+func TestLargeRequestsBudget(t *testing.T) {
+	s, dev := startServer(t, 128<<20, 512, ExportOptions{})
+	s.RemoveExport("disk")
+	if err := s.AddExport("disk", slowDevice{dev, 2 * time.Millisecond}, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, s.Addr(), "disk", true)
+	const n, size = 100, 1 << 20
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := 0; i < n; i++ {
+			c.send(0, cmdWrite, uint64(i%120)*size, size, pattern(size, byte(i)))
+		}
+	}()
+	for i := 0; i < n; i++ {
+		if _, code, err := c.recv(func(uint64) (uint32, uint64) { return 0, 0 }, nil); err != nil || code != 0 {
+			t.Fatalf("write %d: %v %d", i, err, code)
+		}
+	}
+	<-sent
+	for i := 0; i < n; i += 17 {
+		if got, code := c.read(uint64(i)*size, size); code != 0 || !bytes.Equal(got, pattern(size, byte(i))) {
+			t.Fatalf("read %d: code %d", i, code)
+		}
+	}
+}
