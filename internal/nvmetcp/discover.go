@@ -21,7 +21,7 @@ func Discover(ctx context.Context, addr, hostNQN string) ([]nvme.DiscoveryEntry,
 		return nil, err
 	}
 	defer q.close()
-	if _, err := fabricsConnect(q, &cfg, 0, 31, 0, 0xFFFF); err != nil {
+	if _, err := fabricsConnect(q, &cfg, 0, 31, 0, 0xFFFF, false); err != nil {
 		return nil, err
 	}
 	if err := enableController(q); err != nil {

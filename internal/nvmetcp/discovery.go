@@ -27,7 +27,11 @@ func (t *Target) discoveryLog(c *controller) []byte {
 	t.mu.Unlock()
 	slices.Sort(nqns)
 	host, port := "", ""
-	if ta, ok := addr.(*net.TCPAddr); ok {
+	if a := t.cfg.DiscoveryAddr; a != "" {
+		if h, p, err := net.SplitHostPort(a); err == nil {
+			host, port = h, p
+		}
+	} else if ta, ok := addr.(*net.TCPAddr); ok {
 		host, port = ta.IP.String(), strconv.Itoa(ta.Port)
 		if ta.IP.IsUnspecified() {
 			c.mu.Lock()
@@ -45,7 +49,7 @@ func (t *Target) discoveryLog(c *controller) []byte {
 		fam = nvme.AdrFamIPv6
 	}
 	entry := func(nqn string, sub uint8) nvme.DiscoveryEntry {
-		return nvme.DiscoveryEntry{TrType: nvme.TrTypeTCP, AdrFam: fam, SubType: sub, Treq: nvme.TreqNotRequired,
+		return nvme.DiscoveryEntry{TrType: nvme.TrTypeTCP, AdrFam: fam, SubType: sub, Treq: nvme.TreqNotRequired | nvme.TreqSQFlowDisable,
 			PortID: t.cfg.PortID, CNTLID: 0xFFFF, ASQSZ: 32, TrSvcID: port, SubNQN: nqn, TrAddr: host}
 	}
 	entries := []nvme.DiscoveryEntry{entry(nvme.DiscoveryNQN, nvme.SubTypeCurrentDisc)}

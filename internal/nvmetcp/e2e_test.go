@@ -134,3 +134,24 @@ func TestHostNotAllowed(t *testing.T) {
 		t.Fatalf("empty allow-list: %v", err)
 	}
 }
+
+func TestSQFlowControlModes(t *testing.T) {
+	tg := startTarget(t, TargetConfig{})
+	nqn, _ := addMalloc(t, tg, "sqflow", 4<<20, 512)
+	for _, on := range []bool{false, true} {
+		d := dial(t, tg, Config{SubNQN: nqn, SQFlowControl: on})
+		p := bytes.Repeat([]byte{0x5A}, 8192)
+		if _, err := d.WriteAt(p, 4096); err != nil {
+			t.Fatal(err)
+		}
+		q := make([]byte, 8192)
+		if _, err := d.ReadAt(q, 4096); err != nil || !bytes.Equal(p, q) {
+			t.Fatalf("sq flow control %v: %v", on, err)
+		}
+		// An error on a read still needs the response capsule.
+		if _, err := d.ReadAt(q, d.Size()); !errors.Is(err, blockdev.ErrOutOfRange) {
+			t.Fatalf("out of range read: %v", err)
+		}
+		d.Close()
+	}
+}

@@ -29,7 +29,11 @@ type Config struct {
 	// negative disables keep-alive).
 	KATO                     time.Duration
 	HeaderDigest, DataDigest bool
-	DialTimeout              time.Duration // per TCP connect + ICReq (default 5 s)
+	// SQFlowControl keeps SQ flow control on for I/O queues. By default the
+	// initiator disables it (Connect CATTR bit 2), which lets the target end
+	// a successful read with C2HData SUCCESS and skip the response capsule.
+	SQFlowControl bool
+	DialTimeout   time.Duration // per TCP connect + ICReq (default 5 s)
 	// ReconnectTimeout bounds how long an I/O waits for a lost connection to
 	// come back before failing with ErrTimeout (default 30 s). Reconnect
 	// attempts continue (with backoff up to 5 s) until Close.
@@ -155,7 +159,7 @@ func (d *Device) connect(ctx context.Context, first bool) (err error) {
 	if kato < 0 {
 		kato = 0
 	}
-	cntlid, err := fabricsConnect(admin, cfg, 0, 31, uint32(kato/time.Millisecond), 0xFFFF)
+	cntlid, err := fabricsConnect(admin, cfg, 0, 31, uint32(kato/time.Millisecond), 0xFFFF, false)
 	if err != nil {
 		return err
 	}
@@ -212,7 +216,7 @@ func (d *Device) connect(ctx context.Context, first bool) (err error) {
 			return err
 		}
 		ioqs = append(ioqs, q)
-		if _, err := fabricsConnect(q, cfg, qid, uint16(entries-1), 0, cntlid); err != nil {
+		if _, err := fabricsConnect(q, cfg, qid, uint16(entries-1), 0, cntlid, !cfg.SQFlowControl); err != nil {
 			return err
 		}
 		q.icdMax = icd
@@ -243,12 +247,15 @@ func (d *Device) connect(ctx context.Context, first bool) (err error) {
 }
 
 // fabricsConnect sends Connect on q and returns the controller ID.
-func fabricsConnect(q *hqueue, cfg *Config, qid, sqsize uint16, katoMS uint32, cntlid uint16) (uint16, error) {
+func fabricsConnect(q *hqueue, cfg *Config, qid, sqsize uint16, katoMS uint32, cntlid uint16, noSQFlow bool) (uint16, error) {
 	data := make([]byte, nvme.ConnectDataSize)
 	cd := nvme.ConnectData{HostID: cfg.HostID, CNTLID: cntlid, SubNQN: cfg.SubNQN, HostNQN: cfg.HostNQN}
 	cd.Marshal(data)
 	sqe := nvme.SQE{Opcode: nvme.OpcodeFabrics, NSID: uint32(nvme.FabricsConnect),
 		CDW10: uint32(qid) << 16, CDW11: uint32(sqsize), CDW12: katoMS}
+	if noSQFlow {
+		sqe.CDW11 |= uint32(nvme.CATTRDisableSQFlow) << 16
+	}
 	cqe, err := q.submit(&sqe, data, true, cfg.DialTimeout)
 	if err != nil {
 		return 0, fmt.Errorf("%w: connect qid %d: %w", ErrConnect, qid, err)

@@ -412,8 +412,11 @@ func (q *queue) complete(s *slot) {
 	q.out.mu.Lock()
 	if q.werr == nil {
 		var err error
+		// With SQ flow control disabled, a successful read ends with
+		// C2HData LAST_PDU|SUCCESS and no response capsule (§3.6.2.8).
+		success := q.sqflowOff && s.status.OK() && s.c2h > 0
 		if s.status.OK() && s.c2h > 0 {
-			err = q.enc.WriteC2HData(s.sqe.CID, 0, s.buf[:s.c2h], true, false)
+			err = q.enc.WriteC2HData(s.sqe.CID, 0, s.buf[:s.c2h], true, success)
 		}
 		if q.sqflowOff {
 			q.sqhd = 0xFFFF
@@ -423,7 +426,7 @@ func (q *queue) complete(s *slot) {
 			q.sqhd++
 		}
 		cqe := nvme.CQE{DW0: s.dw0, DW1: s.dw1, SQHD: q.sqhd, SQID: q.qid, CID: s.sqe.CID, Status: s.status}
-		if err == nil {
+		if err == nil && !success {
 			err = q.enc.WriteCapsuleResp(&cqe)
 		}
 		if err == nil {

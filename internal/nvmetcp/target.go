@@ -45,6 +45,11 @@ type TargetConfig struct {
 	KeepAliveTimeout time.Duration
 	// WorkersPerQueue caps the I/O goroutines of one queue (default 16).
 	WorkersPerQueue int
+	// DiscoveryAddr (host:port) is the address discovery log entries
+	// advertise. Default: the listen address, or for a wildcard listener
+	// the local address of the discovery connection. Set it when hosts
+	// reach the target through NAT or port forwarding.
+	DiscoveryAddr string
 	// PortID is reported in discovery log entries (default 1).
 	PortID uint16
 	Logger *slog.Logger
