@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
 )
@@ -262,3 +263,18 @@ func TestServerAPI(t *testing.T) {
 }
 
 var _ = blockdev.ErrClosed
+
+func TestHandshakeTimeout(t *testing.T) {
+	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger(), HandshakeTimeout: 200 * time.Millisecond})
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := dialRaw(t, s.Addr())
+	c.sendFlags(3) // then stall
+	start := time.Now()
+	c.expectEOF()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("stalled negotiation closed after %v", d)
+	}
+}
