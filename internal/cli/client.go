@@ -22,6 +22,9 @@ type client struct {
 	replica enginev1.ReplicaServiceClient
 	bdev    enginev1.BdevServiceClient
 	host    enginev1.HostServiceClient
+	nexus   enginev1.NexusServiceClient
+	rebuild enginev1.RebuildServiceClient
+	snap    enginev1.SnapshotServiceClient
 }
 
 func dial(g *globals) (*client, error) {
@@ -35,6 +38,9 @@ func dial(g *globals) (*client, error) {
 		replica: enginev1.NewReplicaServiceClient(conn),
 		bdev:    enginev1.NewBdevServiceClient(conn),
 		host:    enginev1.NewHostServiceClient(conn),
+		nexus:   enginev1.NewNexusServiceClient(conn),
+		rebuild: enginev1.NewRebuildServiceClient(conn),
+		snap:    enginev1.NewSnapshotServiceClient(conn),
 	}, nil
 }
 

@@ -62,6 +62,8 @@ Engine clients (talk to --engine, env KURA_ENGINE):
   kura pool      create, import, export, destroy and list pools
   kura replica   create, destroy, resize, share and list replicas
   kura bdev      open block devices by URI and share them
+  kura nexus     replicated volumes: create, publish, add/remove/fault children
+  kura rebuild   watch and control child rebuilds
   kura host      what the engine sees of its node`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -89,6 +91,8 @@ Engine clients (talk to --engine, env KURA_ENGINE):
 		newReplicaCmd(g),
 		newBdevCmd(g),
 		newHostCmd(g),
+		newNexusCmd(g),
+		newRebuildCmd(g),
 	)
 	return root
 }
