@@ -64,7 +64,10 @@ Engine clients (talk to --engine, env KURA_ENGINE):
   kura bdev      open block devices by URI and share them
   kura nexus     replicated volumes: create, publish, add/remove/fault children
   kura rebuild   watch and control child rebuilds
-  kura host      what the engine sees of its node`,
+  kura host      what the engine sees of its node
+
+Tools:
+  kura bench     measure a device by URI (nvmf://, aio://, uring://, malloc://)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version(),
@@ -93,6 +96,7 @@ Engine clients (talk to --engine, env KURA_ENGINE):
 		newHostCmd(g),
 		newNexusCmd(g),
 		newRebuildCmd(g),
+		newBenchCmd(g),
 	)
 	return root
 }

@@ -17,6 +17,7 @@ import (
 
 	enginev1 "github.com/kura-io/kura/api/engine/v1"
 	"github.com/kura-io/kura/internal/blockdev"
+	"github.com/kura-io/kura/internal/nvmetcp"
 )
 
 // Engine is one storage engine. Create it with New and run it with Run.
@@ -72,6 +73,7 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.nexuses = map[string]*nexusEntry{}
 	e.reg.Register("bdev", e.openLocal)
 	e.reg.Register("loopback", e.openLocal)
+	nvmetcp.RegisterScheme(e.reg)
 	return e, nil
 }
 

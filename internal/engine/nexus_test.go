@@ -21,7 +21,7 @@ func TestNexusLifecycleAndRestart(t *testing.T) {
 	if _, err := te.pool.CreatePool(ctx, &enginev1.CreatePoolRequest{Name: "p", Disks: []string{disk}, ClusterSize: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"r1", "r2", "r3"} {
+	for _, n := range []string{"r1", "r2", "r3", "r4"} {
 		if _, err := te.replica.CreateReplica(ctx, &enginev1.CreateReplicaRequest{Pool: "p", Name: n, Size: 16 << 20, Thin: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -91,6 +91,27 @@ func TestNexusLifecycleAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOnline(te)
+
+	// A remote child over NVMe/TCP (our own target, through the initiator).
+	sh, err := te.replica.ShareReplica(ctx, &enginev1.ShareReplicaRequest{Pool: "p", Name: "r4", Options: &enginev1.ShareOptions{Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NVMF}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := sh.GetReplica().GetShare().GetUri()
+	if !strings.HasPrefix(remote, "nvmf://") {
+		t.Fatalf("nvmf share uri %q", remote)
+	}
+	nx2, err := te.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: "vol2", Children: []string{remote}})
+	if err != nil {
+		t.Fatalf("nexus over nvmf child: %v", err)
+	}
+	if nx2.GetNexus().GetState() != enginev1.NexusState_NEXUS_STATE_ONLINE || nx2.GetNexus().GetSize() != 16<<20 {
+		t.Fatalf("nvmf nexus = %v", nx2.GetNexus())
+	}
+	if _, err := te.nexus.DestroyNexus(ctx, &enginev1.DestroyNexusRequest{Name: "vol2"}); err != nil {
+		t.Fatal(err)
+	}
+
 	hist, err := te.e.nexusByName("vol1")
 	if err != nil || len(hist.n.RebuildHistory()) == 0 {
 		t.Fatalf("no rebuild history: %v", err)

@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kura-io/kura/internal/blockdev"
+	"github.com/kura-io/kura/internal/nvmetcp"
+	"github.com/kura-io/kura/internal/perf"
+)
+
+func newBenchCmd(g *globals) *cobra.Command {
+	var (
+		rw       string
+		bs       string
+		qd       int
+		workers  int
+		duration time.Duration
+		mix      int
+		prefill  bool
+		rng      string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench URI",
+		Short: "Measure a block device: IOPS, bandwidth, latency percentiles, CPU per I/O",
+		Long: `Drive a block device from this process with a fixed number of outstanding
+I/Os and report IOPS, MB/s, latency percentiles and CPU per I/O.
+URI is any device URI: nvmf://host:8420/NQN (a Kura or Linux target, through
+Kura's NVMe/TCP initiator), aio:///path, uring:///path, malloc:///m?size_mb=N.
+Writes destroy data on the device.`,
+		Example: "  kura bench nvmf://127.0.0.1:8420/nqn.2019-05.io.kura:vol1 --rw randread --qd 32 --time 10s\n  kura bench uring:///dev/nvme1n1 --rw randrw --mix 70 --bs 4k",
+		Args:    exactArgs("URI"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o := perf.Options{QueueDepth: qd, Workers: workers, Duration: duration, Prefill: prefill}
+			switch rw {
+			case "read":
+				o.RWMixRead = 100
+			case "write":
+				o.RWMixRead = 0
+			case "randread":
+				o.RWMixRead, o.Random = 100, true
+			case "randwrite":
+				o.RWMixRead, o.Random = 0, true
+			case "randrw":
+				o.RWMixRead, o.Random = mix, true
+			case "rw":
+				o.RWMixRead = mix
+			default:
+				return usageError{fmt.Errorf("--rw %q: want read, write, randread, randwrite, randrw or rw", rw)}
+			}
+			b, err := parseSize(bs, 1)
+			if err != nil {
+				return usageError{fmt.Errorf("--bs: %w", err)}
+			}
+			o.BlockSize = int(b)
+			if rng != "" {
+				r, err := parseSize(rng, 1<<20)
+				if err != nil {
+					return usageError{fmt.Errorf("--range: %w", err)}
+				}
+				o.Range = int64(r)
+			}
+			reg := blockdev.NewRegistry()
+			nvmetcp.RegisterScheme(reg)
+			ctx := cmd.Context()
+			dev, err := reg.Open(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			defer dev.Close()
+			res, err := perf.Run(ctx, dev, o)
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				out := map[string]any{
+					"uri": args[0], "rw": rw, "block_size": o.BlockSize, "queue_depth": qd, "workers": workers,
+					"ops": res.Ops, "reads": res.Reads, "writes": res.Writes, "errors": res.Errors,
+					"elapsed_ns": res.Elapsed.Nanoseconds(), "iops": res.IOPS, "mbps": res.MBps,
+					"lat_mean_ns": res.LatMean.Nanoseconds(), "lat_p50_ns": res.LatP50.Nanoseconds(),
+					"lat_p99_ns": res.LatP99.Nanoseconds(), "lat_p999_ns": res.LatP999.Nanoseconds(),
+					"lat_max_ns": res.LatMax.Nanoseconds(), "cpu_per_io_ns": res.CPUPerIO.Nanoseconds(),
+				}
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			fmt.Fprintf(g.stdout, "%s %s bs=%d qd=%dx%d: %s\n", args[0], rw, o.BlockSize, workers, qd, res)
+			if res.Errors > 0 {
+				return fmt.Errorf("%d I/O errors, first: %w", res.Errors, res.FirstError)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&rw, "rw", "randread", "read, write, randread, randwrite, randrw or rw")
+	f.StringVar(&bs, "bs", "4KiB", "I/O size")
+	f.IntVar(&qd, "qd", 32, "outstanding I/Os per worker")
+	f.IntVar(&workers, "workers", 1, "independent submitters")
+	f.DurationVar(&duration, "time", 10*time.Second, "measured run time")
+	f.IntVar(&mix, "mix", 70, "percentage of reads for randrw/rw")
+	f.BoolVar(&prefill, "prefill", false, "write the range once before measuring (reads of thin devices hit data)")
+	f.StringVar(&rng, "range", "", "limit I/O to the first SIZE of the device (MiB or with a unit)")
+	return cmd
+}
