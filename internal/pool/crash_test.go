@@ -53,10 +53,16 @@ func TestCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed, _ := strconv.ParseUint(os.Getenv(crashChildEnv+"_SEED"), 10, 64)
-	r := rand.New(rand.NewPCG(seed, 5))
 	say("ready")
+	crashOps(p, seed, say, func() bool { return false })
+}
+
+// crashOps runs random operations on p until stop returns true or an
+// operation fails, reporting intents and acks through say (see TestCrash).
+func crashOps(p *Pool, seed uint64, say func(string, ...any), stop func() bool) {
+	r := rand.New(rand.NewPCG(seed, 5))
 	n := 0
-	for {
+	for !stop() {
 		n++
 		reps, snaps := p.Replicas(), p.Snapshots()
 		switch op := r.IntN(100); {
@@ -180,7 +186,7 @@ func (v *cvol) verify(got []byte) error {
 			}
 		}
 		if !ok {
-			return fmt.Errorf("block %d matches neither acknowledged nor pending data", b)
+			return fmt.Errorf("block %d matches neither acknowledged nor pending data (zero=%v, ack zero=%v, %d pending)", b, isZero(g), isZero(v.data[b*crashBS:(b+1)*crashBS]), len(v.pend))
 		}
 	}
 	return nil
@@ -222,68 +228,86 @@ func TestCrash(t *testing.T) {
 		lines := runCrashChild(t, path, cycle, delay)
 		totalLines += len(lines)
 		totalVols += len(model)
-		// Apply the report to the model.
-		var meta []string // last unacknowledged metadata intent
-		for _, ln := range lines {
-			f := strings.Fields(ln)
-			switch f[0] {
-			case "ready":
-			case "fail":
-				t.Fatalf("cycle %d: child failed: %s", cycle, ln)
-			case "w":
-				blk, _ := strconv.Atoi(f[2])
-				cnt, _ := strconv.Atoi(f[3])
-				s, _ := strconv.ParseUint(f[4], 10, 64)
-				w := cwrite{blk: blk, cnt: cnt}
-				if s != 0 {
-					w.d = pattern(s, cnt*crashBS)
-				}
-				model[f[1]].pend = append(model[f[1]].pend, w)
-			case "ok", "no":
-				if ln == "ok" && meta != nil {
-					applyMeta(model, meta)
-				}
-				meta = nil
-				for _, v := range model {
-					v.ack()
-				}
-			default:
-				meta = f
-			}
-		}
+		meta := applyReport(t, model, lines, false)
 		q, err := Import(ctx, dev)
 		if err != nil {
 			t.Fatalf("cycle %d: import after crash: %v", cycle, err)
 		}
-		if err := q.Check(ctx); err != nil {
-			t.Fatalf("cycle %d: check after crash: %v", cycle, err)
-		}
-		// An unacknowledged metadata operation may or may not have happened.
-		if meta != nil {
-			resolveMeta(t, q, model, meta)
-		}
-		for name, v := range model {
-			var d blockdev.Device
-			if v.snap {
-				d, err = q.Snapshot(name)
-			} else {
-				d, err = q.Replica(name)
-			}
-			if err != nil {
-				t.Fatalf("cycle %d: acknowledged %s missing: %v", cycle, name, err)
-			}
-			got := read(t, d, crashSize, 0)
-			if err := v.verify(got); err != nil {
-				t.Fatalf("cycle %d: %s: %v", cycle, name, err)
-			}
-			v.data, v.pend = got, nil
-		}
-		if n := len(q.Replicas()) + len(q.Snapshots()); n != len(model) {
-			t.Fatalf("cycle %d: pool has %d volumes, model %d", cycle, n, len(model))
-		}
+		verifyCrash(t, q, model, meta, cycle)
 		if err := q.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// applyReport applies a child's report lines to the model and returns the
+// metadata intent left unacknowledged, if any.
+func applyReport(t *testing.T, model map[string]*cvol, lines []string, allowFail bool) []string {
+	var meta []string // last unacknowledged metadata intent
+	for _, ln := range lines {
+		f := strings.Fields(ln)
+		switch f[0] {
+		case "ready":
+		case "fail":
+			if !allowFail {
+				t.Fatalf("child failed: %s", ln)
+			}
+		case "w":
+			blk, _ := strconv.Atoi(f[2])
+			cnt, _ := strconv.Atoi(f[3])
+			s, _ := strconv.ParseUint(f[4], 10, 64)
+			w := cwrite{blk: blk, cnt: cnt}
+			if s != 0 {
+				w.d = pattern(s, cnt*crashBS)
+			}
+			model[f[1]].pend = append(model[f[1]].pend, w)
+		case "no": // refused without committing anything
+			meta = nil
+		case "ok": // durable, and so is everything before it
+			if meta != nil {
+				applyMeta(model, meta)
+			}
+			meta = nil
+			for _, v := range model {
+				v.ack()
+			}
+		default:
+			meta = f
+		}
+	}
+	return meta
+}
+
+// verifyCrash checks an imported pool against the model and adopts what
+// it holds for blocks that had several candidates.
+func verifyCrash(t *testing.T, q *Pool, model map[string]*cvol, meta []string, cycle int) {
+	t.Helper()
+	if err := q.Check(ctx); err != nil {
+		t.Fatalf("cycle %d: check after crash: %v", cycle, err)
+	}
+	// An unacknowledged metadata operation may or may not have happened.
+	if meta != nil {
+		resolveMeta(t, q, model, meta)
+	}
+	for name, v := range model {
+		var d blockdev.Device
+		var err error
+		if v.snap {
+			d, err = q.Snapshot(name)
+		} else {
+			d, err = q.Replica(name)
+		}
+		if err != nil {
+			t.Fatalf("cycle %d: acknowledged %s missing: %v", cycle, name, err)
+		}
+		got := read(t, d, crashSize, 0)
+		if err := v.verify(got); err != nil {
+			t.Fatalf("cycle %d: %s: %v", cycle, name, err)
+		}
+		v.data, v.pend = got, nil
+	}
+	if n := len(q.Replicas()) + len(q.Snapshots()); n != len(model) {
+		t.Fatalf("cycle %d: pool has %d volumes, model %d", cycle, n, len(model))
 	}
 }
 
