@@ -338,7 +338,7 @@ func Markdown(r *Results, plotRel string) string {
 
 	for _, w := range r.Workloads {
 		fmt.Fprintf(&b, "**%s** (%s, bs %d KiB, QD %d)\n\n", w.Name, w.RW, w.BS/1024, w.QD)
-		b.WriteString("| system | kIOPS | MB/s | mean lat µs | p99 µs | × raw | × nbdkit | × qemu-nbd | server CPU µs/IO | fio CPU µs/IO | kIOPS min–max (n) |\n")
+		b.WriteString("| system | kIOPS | MB/s | mean lat µs | p99 µs | × raw | × nbdkit | × qemu-nbd | server CPU µs/IO | client CPU µs/IO | kIOPS min–max (n) |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, s := range r.Systems {
 			md, ok := Lookup(r.Medians, s.Name, w.Name)
