@@ -64,6 +64,7 @@ Engine clients (talk to --engine, env KURA_ENGINE):
   kura bdev      open block devices by URI and share them
   kura nexus     replicated volumes: create, publish, add/remove/fault children
   kura rebuild   watch and control child rebuilds
+  kura snapshot  snapshots of replicas and nexuses, clones
   kura host      what the engine sees of its node
 
 Tools:
@@ -96,6 +97,7 @@ Tools:
 		newHostCmd(g),
 		newNexusCmd(g),
 		newRebuildCmd(g),
+		newSnapshotCmd(g),
 		newBenchCmd(g),
 	)
 	return root

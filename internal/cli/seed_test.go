@@ -97,6 +97,18 @@ func TestCLIErrors(t *testing.T) {
 	if got := e.ok(t, "pool", "list"); strings.Count(got, "\n") != 2 {
 		t.Fatalf("pool list after errors:\n%s", got)
 	}
+
+	// Snapshots and clones.
+	e.ok(t, "snapshot", "create", "tpool", "r1", "s1")
+	e.ok(t, "snapshot", "clone", "tpool", "s1", "c1")
+	if got := e.ok(t, "snapshot", "list"); !strings.Contains(got, "tpool                s1                   r1                        8.0 MiB") || !strings.Contains(got, "c1") {
+		t.Fatalf("snapshot list:\n%s", got)
+	}
+	e.fails(t, "", "snapshot", "destroy", "tpool", "s1")
+	e.ok(t, "snapshot", "destroy", "tpool", "s1", "--force")
+	if got := e.ok(t, "snapshot", "list"); got != "No snapshots have been created\n" {
+		t.Fatalf("snapshot list after destroy: %q", got)
+	}
 }
 
 // TestRestartReimportsPoolsAndShares stops the engine (SIGTERM) and starts
