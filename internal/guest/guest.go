@@ -241,6 +241,81 @@ func Start(ctx context.Context, t testing.TB, opts Options) (*Guest, error) {
 	if opts.Name == "" {
 		opts.Name = t.Name()
 	}
+	// Host ports for HostFwd are chosen once, so a retried boot keeps them.
+	fwd := map[int]int{}
+	for _, f := range opts.HostFwd {
+		hp := f.HostPort
+		if hp == 0 {
+			var err error
+			if hp, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+		fwd[f.GuestPort] = hp
+	}
+	// A TCG guest starved of CPU can fail before /init runs (e.g. the
+	// kernel's timer checks); that is never the code under test, so a boot
+	// that dies or stalls before the "booted" line is retried once.
+	for attempt := 1; ; attempt++ {
+		g, err := launch(t, img, opts, fwd)
+		if err != nil {
+			return nil, err
+		}
+		berr := g.waitBooted(ctx, bootTimeout)
+		if berr == nil {
+			g.logf("booted")
+			return g, nil
+		}
+		g.kill()
+		<-g.exited
+		if attempt == 2 || ctx.Err() != nil {
+			g.logConsole()
+			return nil, fmt.Errorf("guest %s did not boot: %w", g.name, berr)
+		}
+		g.logf("boot failed (%v), retrying; console:\n%s", berr, g.Output())
+	}
+}
+
+// bootTimeout bounds the time from starting QEMU to /init's "booted" line.
+const bootTimeout = 150 * time.Second
+
+const bootedMarker = "KURA-GUEST: booted"
+
+func (g *Guest) waitBooted(ctx context.Context, d time.Duration) error {
+	bctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	seen := 0
+	for {
+		g.mu.Lock()
+		for ; seen < len(g.lines); seen++ {
+			if strings.Contains(g.lines[seen], bootedMarker) {
+				g.mu.Unlock()
+				return nil
+			}
+		}
+		ch := g.notify
+		g.mu.Unlock()
+		select {
+		case <-g.exited:
+			g.mu.Lock()
+			ok := false
+			for ; seen < len(g.lines); seen++ {
+				ok = ok || strings.Contains(g.lines[seen], bootedMarker)
+			}
+			g.mu.Unlock()
+			if ok {
+				return nil
+			}
+			return fmt.Errorf("qemu exited before boot completed: %w", ErrNoResult)
+		case <-bctx.Done():
+			return fmt.Errorf("no %q after %v: %w", bootedMarker, d, bctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+func launch(t testing.TB, img *Image, opts Options, fwd map[int]int) (*Guest, error) {
+	t.Helper()
 	tmp, err := os.MkdirTemp("", "kura-guest-")
 	if err != nil {
 		return nil, err
@@ -265,17 +340,11 @@ func Start(ctx context.Context, t testing.TB, opts Options) (*Guest, error) {
 		netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:socat - TCP:127.0.0.1:%d", GuestHost, p, p)
 	}
 	for _, f := range opts.HostFwd {
-		hp := f.HostPort
-		if hp == 0 {
-			if hp, err = freePort(); err != nil {
-				os.RemoveAll(tmp)
-				return nil, err
-			}
-		}
+		hp := fwd[f.GuestPort]
 		g.hostFwd[f.GuestPort] = hp
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-%s:%d", hp, GuestIP, f.GuestPort)
 	}
-	appendArgs := "console=ttyS0 quiet panic=-1 nvme_core.admin_timeout=5 " + opts.KernelArgs
+	appendArgs := "console=ttyS0 quiet panic=-1 no_timer_check nvme_core.admin_timeout=5 " + opts.KernelArgs
 	args := []string{
 		"-accel", "tcg,thread=multi", "-cpu", "max",
 		"-m", strconv.Itoa(opts.MemoryMB), "-smp", strconv.Itoa(opts.CPUs),

@@ -27,6 +27,7 @@ func TestNewcArchiveAppendedToInitrd(t *testing.T) {
 // modules, and checks that the guest reaches a host port through guestfwd
 // (and nothing else).
 func TestSmoke(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	// A host echo server the guest may reach.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -76,6 +77,7 @@ check extra_file sh -c 'test "$(cat /etc/kura-extra)" = extra'
 
 // TestFailureIsReported checks that a failing script is reported as such.
 func TestFailureIsReported(t *testing.T) {
+	t.Parallel()
 	out, err := guest.Run(context.Background(), t, guest.Options{Script: "echo about-to-fail\nfalse\necho not-reached\n"})
 	if err == nil {
 		t.Fatalf("want failure, got PASS:\n%s", out)
@@ -89,6 +91,7 @@ func TestFailureIsReported(t *testing.T) {
 // brd ramdisk and connects the guest's kernel initiator to it over
 // 127.0.0.1: it proves the modules, configfs and nvme-cli work in the guest.
 func TestNvmetSelfLoop(t *testing.T) {
+	t.Parallel()
 	const nqn = "nqn.2026-11.io.kura:selftest"
 	tgt := guest.NvmetTarget{NQN: nqn, SizeMiB: 32}
 	script := tgt.Script() + `
@@ -116,6 +119,7 @@ check disconnect sh -c 'nvme disconnect -n ` + nqn + ` | grep -q "disconnected 1
 // TestBackgroundHostFwd runs a guest in the background that serves a TCP
 // port, and talks to it from the host through HostFwd.
 func TestBackgroundHostFwd(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	g, err := guest.Start(ctx, t, guest.Options{

@@ -17,6 +17,7 @@ import (
 // ext4 mkfs/mount/write/umount/fsck, and data written by the guest is on the
 // device as seen from the host.
 func TestKernelNBDClient(t *testing.T) {
+	t.Parallel()
 	guest.EnsureImage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

@@ -23,6 +23,7 @@ import (
 // header/data digests, checks discovery and the nvmf:// URI, and has the
 // guest verify, on the ramdisk itself, data the initiator wrote.
 func TestKuraInitiatorToKernelNvmet(t *testing.T) {
+	t.Parallel()
 	guest.EnsureImage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

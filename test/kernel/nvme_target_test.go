@@ -20,6 +20,7 @@ import (
 // when it passes and TestKernelInitiatorToKuraTarget fails, the difference
 // is Kura's.
 func TestReferenceNvmetScript(t *testing.T) {
+	t.Parallel()
 	const nqn = "nqn.2026-11.io.kura:reference"
 	const size = 64 << 20
 	script := guest.NvmetTarget{NQN: nqn, SizeMiB: size >> 20, Hosts: []string{hostNQN}}.Script() +
@@ -86,6 +87,7 @@ func (w *ctrlWatcher) controllers(nqn string) int {
 // subsystem on a file device, and keep-alive expiry when the guest goes
 // silent.
 func TestKernelInitiatorToKuraTarget(t *testing.T) {
+	t.Parallel()
 	guest.EnsureImage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -135,13 +137,22 @@ func TestKernelInitiatorToKuraTarget(t *testing.T) {
 	script := nvmeScript(nvmeScriptParams{Addr: "$KURA_HOST", Port: port, NQN: mallocNQN, Size: mallocSize,
 		BadHost: true, Reservations: true}) + fmt.Sprintf(`
 F=%s
-must connect_file nvme connect -t tcp -a $A -s $P -n $F --hostnqn=$HN --hostid=$HID -i 2 -k 2
+# Header and data digests on.
+must connect_file nvme connect -t tcp -a $A -s $P -n $F --hostnqn=$HN --hostid=$HID -i 2 -g -G
 must file_dev wait_for 20 nsdev $F
 FD=$(nsdev $F)
 check file_lbs_4k sh -c "test \$(cat /sys/block/${FD##*/}/queue/logical_block_size) = 4096"
 check file_rw_64k rw $FD 65536 8 1
 check file_rw_1m rw $FD 1048576 2 3
-sync
+check file_ext4 fs_cycle $FD
+check file_disconnect sh -c "nvme disconnect -n $F | grep -q disconnected"
+check file_dev_gone wait_for 10 kura_not nsdev $F
+# Keep-alive: connect with a 2 s keep-alive timeout, then go silent (the
+# link goes down, the TCP connections stay open on the host side): the
+# target must reap the controller by itself. The short KATO is used only
+# here, so a slow TCG guest cannot trip it during the I/O checks.
+must ka_connect nvme connect -t tcp -a $A -s $P -n $F --hostnqn=$HN --hostid=$HID -i 1 -k 2
+must ka_dev wait_for 20 nsdev $F
 echo KA-LINK-DOWN
 ip link set eth0 down
 sleep 25
@@ -164,7 +175,7 @@ sleep 25
 	t.Logf("guest scenario took %v", time.Since(start))
 	guest.ReportChecks(t, out, append(nvmeChecks, "bad_host_refused", "connect_second_host",
 		"resv_register_a", "resv_acquire_a_write_exclusive", "resv_we_blocks_other_write", "resv_preempt_b",
-		"resv_report_empty", "connect_file", "file_rw_1m")...)
+		"resv_report_empty", "connect_file", "file_rw_1m", "file_ext4", "file_disconnect", "ka_connect")...)
 	if kaErr != nil {
 		t.Fatalf("guest never reached the keep-alive step: %v", kaErr)
 	}
