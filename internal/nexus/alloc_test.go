@@ -10,8 +10,8 @@ import (
 // TestHotPathNoAllocs checks reads, writes and flushes allocate nothing
 // per I/O in steady state (pooled requests, per-child workers).
 func TestHotPathNoAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip()
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
 	}
 	e := newEnv(t, 4<<20)
 	cfg := e.config(uris(3)...)

@@ -7,22 +7,23 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
 )
 
-// Benchmarks. Run them with -benchtime=1x: each measurement runs for
-// benchDur at a fixed queue depth and reports IOPS (or MB/s) itself, so
+// Benchmarks. Run them with -benchtime=1x: each measurement runs for a
+// fixed time at a fixed queue depth and reports IOPS (or MB/s) itself, so
 // the numbers do not depend on b.N. See docs/nexus.md for the method
 // (alternating rounds, medians).
 
 const (
-	benchDur      = 3 * time.Second
-	benchFileSize = 64 << 20
+		benchFileSize = 64 << 20
 	benchQD       = 32
 )
 
@@ -124,26 +125,69 @@ func measure(devs []blockdev.Device, qd int, d time.Duration, write bool) float6
 	return float64(ops.Load()) / time.Since(start).Seconds()
 }
 
+// paired measures a and b alternately (a,b then b,a ...) for pairs rounds
+// and reports the medians of each and of the per-round ratio b/a. On a
+// machine shared with other work, load changes between rounds hit both
+// sides of a pair alike, so the ratio is far more stable than either side.
+func paired(b *testing.B, pairs int, unit, aName, bName string, a, bf func() float64) {
+	var as, bs, rs []float64
+	for i := range pairs {
+		var x, y float64
+		if i%2 == 0 {
+			x = a()
+			y = bf()
+		} else {
+			y = bf()
+			x = a()
+		}
+		as, bs, rs = append(as, x), append(bs, y), append(rs, y/x)
+	}
+	b.ReportMetric(median(as), aName+"-"+unit)
+	b.ReportMetric(median(bs), bName+"-"+unit)
+	b.ReportMetric(median(rs), bName+"/"+aName)
+	b.Logf("%s: %v", aName, as)
+	b.Logf("%s: %v", bName, bs)
+}
+
+// cpuTime is the process' user+system CPU time in ns: on a machine shared
+// with other work it is a steadier cost measure than wall time.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+const (
+	benchPairs = 8
+	benchSlice = 500 * time.Millisecond
+)
+
 // BenchmarkQD32 compares one O_DIRECT file alone with a nexus whose only
 // child is that file: 4 KiB random I/O, 32 concurrent requests.
 func BenchmarkQD32(b *testing.B) {
 	dir := benchDir(b)
 	p := benchFile(b, dir, "f0", benchFileSize)
+	child := openDirect(b, p)
+	defer child.Close()
+	nx := benchNexus(b, []string{p}, 0)
 	for _, op := range []string{"write", "read"} {
-		for _, sys := range []string{"child", "nexus1"} {
-			b.Run(op+"/"+sys, func(b *testing.B) {
-				var dev blockdev.Device
-				if sys == "child" {
-					dev = openDirect(b, p)
-					defer dev.Close()
-				} else {
-					dev = benchNexus(b, []string{p}, 0)
-				}
-				for range b.N {
-					b.ReportMetric(measure([]blockdev.Device{dev}, benchQD, benchDur, op == "write"), "IOPS")
-				}
-			})
-		}
+		b.Run(op, func(b *testing.B) {
+			w := op == "write"
+			for range b.N {
+				paired(b, benchPairs, "IOPS", "child", "nexus1",
+					func() float64 { return measure([]blockdev.Device{child}, benchQD, benchSlice, w) },
+					func() float64 { return measure([]blockdev.Device{nx}, benchQD, benchSlice, w) })
+			}
+		})
 	}
 }
 
@@ -153,108 +197,98 @@ func BenchmarkQD32(b *testing.B) {
 func BenchmarkMirror3(b *testing.B) {
 	dir := benchDir(b)
 	var ps []string
+	var devs []blockdev.Device
 	for i := range 3 {
-		ps = append(ps, benchFile(b, dir, fmt.Sprintf("m%d", i), benchFileSize))
+		p := benchFile(b, dir, fmt.Sprintf("m%d", i), benchFileSize)
+		ps = append(ps, p)
+		d := openDirect(b, p)
+		defer d.Close()
+		devs = append(devs, d)
 	}
-	b.Run("direct", func(b *testing.B) {
-		var devs []blockdev.Device
-		for _, p := range ps {
-			d := openDirect(b, p)
-			defer d.Close()
-			devs = append(devs, d)
-		}
-		for range b.N {
-			b.ReportMetric(measure(devs, 3*benchQD, benchDur, true), "file-writes/s")
-		}
-	})
-	b.Run("nexus3", func(b *testing.B) {
-		n := benchNexus(b, ps, 0)
-		for range b.N {
-			iops := measure([]blockdev.Device{n}, benchQD, benchDur, true)
-			b.ReportMetric(3*iops, "file-writes/s")
-			b.ReportMetric(iops, "IOPS")
-		}
-	})
+	nx := benchNexus(b, ps, 0)
+	for range b.N {
+		paired(b, benchPairs, "file-writes/s", "direct", "nexus3",
+			func() float64 { return measure(devs, 3*benchQD, benchSlice, true) },
+			func() float64 { return 3 * measure([]blockdev.Device{nx}, benchQD, benchSlice, true) })
+	}
 }
 
 // BenchmarkRebuild compares a full nexus rebuild of a 64 MiB file with a
 // plain sequential copy (1 MiB read + write, then fdatasync) of the same
-// bytes between the same kind of files.
+// bytes between the same files.
 func BenchmarkRebuild(b *testing.B) {
 	dir := benchDir(b)
 	src := benchFile(b, dir, "src", benchFileSize)
-	b.Run("rawcopy", func(b *testing.B) {
-		for range b.N {
-			dp := benchFile(b, dir, "dst-raw", benchFileSize)
-			s, d := openDirect(b, src), openDirect(b, dp)
-			buf := make([]byte, 1<<20)
-			start := time.Now()
-			for off := int64(0); off < s.Size(); off += int64(len(buf)) {
-				if _, err := s.ReadAt(buf, off); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := d.WriteAt(buf, off); err != nil {
-					b.Fatal(err)
-				}
-			}
-			d.Flush()
-			b.ReportMetric(float64(s.Size())/1e6/time.Since(start).Seconds(), "MB/s")
-			s.Close()
-			d.Close()
-		}
-	})
-	b.Run("nexus", func(b *testing.B) {
-		for range b.N {
-			dp := benchFile(b, dir, "dst-nx", benchFileSize)
-			n := benchNexus(b, []string{src}, 0)
-			start := time.Now()
-			if err := n.AddChild(context.Background(), dp); err != nil {
+	dst := benchFile(b, dir, "dst", benchFileSize)
+	raw := func() float64 {
+		s, d := openDirect(b, src), openDirect(b, dst)
+		defer s.Close()
+		defer d.Close()
+		buf := make([]byte, 1<<20)
+		start := time.Now()
+		for off := int64(0); off < s.Size(); off += int64(len(buf)) {
+			if _, err := s.ReadAt(buf, off); err != nil {
 				b.Fatal(err)
 			}
-			for childState(n, dp).State != ChildOpen {
-				time.Sleep(time.Millisecond)
+			if _, err := d.WriteAt(buf, off); err != nil {
+				b.Fatal(err)
 			}
-			b.ReportMetric(float64(n.Size())/1e6/time.Since(start).Seconds(), "MB/s")
-			n.Shutdown(context.Background())
 		}
-	})
+		d.Flush()
+		return float64(s.Size()) / 1e6 / time.Since(start).Seconds()
+	}
+	nexus := func() float64 {
+		n := benchNexus(b, []string{src}, 0)
+		defer n.Shutdown(context.Background())
+		start := time.Now()
+		if err := n.AddChild(context.Background(), dst); err != nil {
+			b.Fatal(err)
+		}
+		for childState(n, dst).State != ChildOpen {
+			time.Sleep(200 * time.Microsecond)
+		}
+		return float64(n.Size()) / 1e6 / time.Since(start).Seconds()
+	}
+	for range b.N {
+		paired(b, 4, "MB/s", "rawcopy", "rebuild", raw, nexus)
+	}
 }
 
 // BenchmarkClientDuringRebuild measures client 4 KiB random-write IOPS
-// (QD32) on a nexus with two healthy file children: without a rebuild,
-// while a third child is rebuilt at 16 MiB/s, and while it is rebuilt
-// unthrottled.
+// (QD32) on a nexus with two healthy file children, alternating between
+// no rebuild and a rebuild of a third child (added, measured, removed
+// again), rate-limited to 16 MiB/s or unthrottled.
 func BenchmarkClientDuringRebuild(b *testing.B) {
 	dir := benchDir(b)
-	size := int64(256 << 20) // the rebuild outlasts the measurement at 16 MiB/s
+	size := int64(128 << 20)
 	ps := []string{benchFile(b, dir, "a", size), benchFile(b, dir, "b", size)}
+	third := benchFile(b, dir, "c", size)
 	for _, mode := range []struct {
 		name string
 		rate int64
-		add  bool
-	}{{"none", 0, false}, {"limited-16MiB", 16 << 20, true}, {"unlimited", 0, true}} {
+	}{{"limited-16MiB", 16 << 20}, {"unlimited", 0}} {
 		b.Run(mode.name, func(b *testing.B) {
+			n := benchNexus(b, ps, mode.rate)
+			var rates []float64
+			none := func() float64 { return measure([]blockdev.Device{n}, benchQD, benchSlice, true) }
+			during := func() float64 {
+				if err := n.AddChild(context.Background(), third); err != nil {
+					b.Fatal(err)
+				}
+				iops := measure([]blockdev.Device{n}, benchQD, benchSlice, true)
+				if st, err := n.RebuildStats(third); err == nil {
+					rates = append(rates, st.RateBps/1e6)
+				}
+				if err := n.RemoveChild(context.Background(), third); err != nil {
+					b.Fatal(err)
+				}
+				return iops
+			}
 			for range b.N {
-				n := benchNexus(b, ps, mode.rate)
-				var third string
-				if mode.add {
-					third = benchFile(b, dir, "c", size)
-					if err := n.AddChild(context.Background(), third); err != nil {
-						b.Fatal(err)
-					}
+				paired(b, 6, "IOPS", "idle", "rebuilding", none, during)
+				if len(rates) > 0 {
+					b.ReportMetric(median(rates), "rebuild-MB/s")
 				}
-				iops := measure([]blockdev.Device{n}, benchQD, benchDur, true)
-				b.ReportMetric(iops, "IOPS")
-				if mode.add {
-					st, err := n.RebuildStats(third)
-					if err == nil {
-						b.ReportMetric(st.RateBps/1e6, "rebuild-MB/s")
-					} else {
-						h := n.RebuildHistory()
-						b.ReportMetric(h[len(h)-1].Stats.RateBps/1e6, "rebuild-MB/s")
-					}
-				}
-				n.Shutdown(context.Background())
 			}
 		})
 	}
@@ -288,6 +322,52 @@ func BenchmarkHotPath(b *testing.B) {
 						}
 					}
 				})
+			})
+		}
+	}
+}
+
+// BenchmarkOverhead is the CPU cost of one 4 KiB I/O from a single
+// goroutine (QD1) on a memory device: alone, through a one-child nexus
+// (inline dispatch and worker-isolated dispatch), and through a three-way
+// mirror. The difference is the nexus' own per-I/O cost.
+func BenchmarkOverhead(b *testing.B) {
+	for _, op := range []string{"read", "write"} {
+		for _, sys := range []string{"malloc", "nexus1", "nexus1-isolated", "nexus3", "nexus3-isolated"} {
+			b.Run(op+"/"+sys, func(b *testing.B) {
+				var dev blockdev.Device
+				if sys == "malloc" {
+					m, _ := blockdev.NewMalloc("m", 64<<20, 512)
+					defer m.Close()
+					dev = m
+				} else {
+					k := 1
+					if sys[5] == '3' {
+						k = 3
+					}
+					e := newEnv(b, 64<<20)
+					cfg := e.config(uris(k)...)
+					cfg.IsolateChildIO = len(sys) > 6
+					cfg.Opener = func(_ context.Context, uri string) (blockdev.Device, error) {
+						return blockdev.NewMalloc(uri, 64<<20, 512)
+					}
+					dev = e.newNexus(cfg)
+				}
+				dev.WriteAt(make([]byte, 64<<20), 0)
+				buf := make([]byte, 4096)
+				b.ReportAllocs()
+				b.ResetTimer()
+				c0 := cpuTime()
+				defer func() { b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op") }()
+				var off int64
+				for range b.N {
+					off = (off + 4096*7) % (64 << 20)
+					if op == "read" {
+						dev.ReadAt(buf, off)
+					} else {
+						dev.WriteAt(buf, off)
+					}
+				}
 			})
 		}
 	}

@@ -47,7 +47,17 @@ type Config struct {
 	// QueueDepth is the number of worker goroutines per child (the most
 	// I/Os one child sees at once).
 	QueueDepth int
-	Logger     *slog.Logger
+	// IsolateChildIO runs every child I/O on a worker goroutine, so the
+	// client's goroutine never enters a child device call: a hung child
+	// costs the client exactly ChildTimeout, whatever the device. The
+	// default runs one child's part of each I/O inline in the caller (no
+	// goroutine handoff on the hot path) under a watchdog that faults the
+	// child and closes its device after ChildTimeout; the caller returns
+	// when the device call does, which is at once for devices that abort
+	// I/O on Close (NVMe/TCP initiator, fault wrapper) but may take as
+	// long as the kernel's own timeout for a local file on a hung disk.
+	IsolateChildIO bool
+	Logger         *slog.Logger
 }
 
 func (c *Config) setDefaults() error {

@@ -28,6 +28,8 @@ type instance struct {
 	senders     atomic.Int64 // submitters between the closing check and the send
 	closing     atomic.Bool
 	closeOnce   sync.Once
+
+	inline inflight // I/Os running inline in callers, for the watchdog
 }
 
 func newInstance(c *child, dev blockdev.Device, workers int) *instance {

@@ -39,11 +39,17 @@ func (n *Nexus) readHealthy(p []byte, off int64) (int, error) {
 		}
 		tried[t] = in
 		r := getRequest(opRead, off, int64(len(p)))
-		r.add(in, r.readBuf(len(p)))
-		abandoned := r.run(n.cfg.ChildTimeout)
+		if n.inline {
+			r.add(in, p) // runs in this goroutine: never abandoned
+		} else {
+			r.add(in, r.readBuf(len(p))) // a timed-out worker may write it late
+		}
+		abandoned := r.run(n.cfg.ChildTimeout, n.inline)
 		err := r.subs[0].result()
 		if err == nil {
-			copy(p, r.subs[0].buf)
+			if !n.inline {
+				copy(p, r.subs[0].buf)
+			}
 			putRequest(r)
 			return len(p), nil
 		}
@@ -164,13 +170,6 @@ func (n *Nexus) fanout(kind opKind, p []byte, off, length int64) error {
 		}
 	}
 	r := getRequest(kind, off, length)
-	if p != nil {
-		// Children get a pooled copy: a timed-out child may still read its
-		// buffer after we returned, and the caller owns p again by then.
-		buf := r.readBuf(len(p))
-		copy(buf, p)
-		p = buf
-	}
 	nh := len(snap.healthy)
 	for _, in := range snap.healthy {
 		r.add(in, p)
@@ -180,7 +179,16 @@ func (n *Nexus) fanout(kind opKind, p []byte, off, length int64) error {
 			r.add(t.inst, p)
 		}
 	}
-	abandoned := r.run(n.cfg.ChildTimeout)
+	if p != nil && (!n.inline || len(r.subs) > 1) {
+		// Worker sub-ops get a pooled copy: a timed-out child may still
+		// read its buffer after we returned, when the caller owns p again.
+		buf := r.readBuf(len(p))
+		copy(buf, p)
+		for i := range r.subs {
+			r.subs[i].buf = buf
+		}
+	}
+	abandoned := r.run(n.cfg.ChildTimeout, n.inline)
 	ok, err := n.settle(r, nh, off, length, write)
 	if !abandoned {
 		putRequest(r)

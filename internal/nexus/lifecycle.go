@@ -20,12 +20,15 @@ func (n *Nexus) Resume() { n.gate.resume() }
 // Idempotent. I/O afterwards fails with ErrShutdown.
 func (n *Nexus) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
-	if n.shutdown {
+	if n.stopping {
 		n.mu.Unlock()
 		return nil
 	}
+	n.stopping = true
 	n.mu.Unlock()
 	n.gate.close()
+	close(n.wdStop)
+	n.wdDone.Wait()
 
 	// Flush children that hold good data; a failing one is faulted.
 	n.mu.Lock()
@@ -92,7 +95,7 @@ func (n *Nexus) Destroy(ctx context.Context) error {
 // Close returns blockdev.ErrClosed.
 func (n *Nexus) Close() error {
 	n.mu.Lock()
-	already := n.shutdown
+	already := n.stopping
 	n.mu.Unlock()
 	if already {
 		return blockdev.ErrClosed

@@ -54,10 +54,14 @@ type Nexus struct {
 	limiter *rebuild.Limiter
 	history *rebuild.History
 	bg      sync.WaitGroup // instance closers and rebuild watchers
+	inline  bool           // run one child I/O inline (!cfg.IsolateChildIO)
+	wdStop  chan struct{}  // closed to stop the watchdog
+	wdDone  sync.WaitGroup // the watchdog
 
 	mu       sync.Mutex // control path: guards children, shutdown, broken; never held by the I/O fast path
 	children []*child
-	shutdown bool
+	shutdown bool // Shutdown finished its work
+	stopping bool // Shutdown started
 	broken   error // set when NexusInfo could not be persisted: I/O fails
 
 	isBroken atomic.Bool // broken != nil, for the I/O path
@@ -80,7 +84,7 @@ func New(ctx context.Context, cfg Config) (*Nexus, error) {
 	}
 	n := &Nexus{cfg: cfg, log: cfg.Logger.With("nexus", cfg.Name), gate: newGate(),
 		rlock: rebuild.NewRangeLock(), limiter: rebuild.NewLimiter(cfg.RebuildRate, 0),
-		history: rebuild.NewHistory(0)}
+		history: rebuild.NewHistory(0), inline: !cfg.IsolateChildIO, wdStop: make(chan struct{})}
 	recorded := map[string]ChildInfo{}
 	for _, ci := range info.Children {
 		recorded[ci.URI] = ci
@@ -146,6 +150,8 @@ func New(ctx context.Context, cfg Config) (*Nexus, error) {
 		n.closeInstances()
 		return nil, err
 	}
+	n.wdDone.Add(1)
+	go n.watchdog(n.wdStop)
 	n.log.Info("nexus created", "size", n.size, "block_size", n.blockSize, "state", n.State())
 	return n, nil
 }

@@ -45,7 +45,7 @@ func (d dest) Allocated(off, length int64) (bool, error) {
 func (n *Nexus) one(in *instance, kind opKind, p []byte, off, length int64) error {
 	r := getRequest(kind, off, length)
 	r.add(in, p)
-	abandoned := r.run(n.cfg.ChildTimeout)
+	abandoned := r.run(n.cfg.ChildTimeout, false)
 	err := r.subs[0].result()
 	if !abandoned {
 		putRequest(r)

@@ -87,13 +87,44 @@ func (r *request) readBuf(n int) []byte {
 // run submits every sub-op and waits for all of them, at most timeout.
 // It reports whether some sub-op was abandoned (timed out); those carry
 // blockdev.ErrTimeout and the request must not be reused.
-func (r *request) run(timeout time.Duration) (abandoned bool) {
-	r.remaining.Store(int32(len(r.subs)))
-	for i := range r.subs {
+//
+// With inline set, the last sub-op runs in the calling goroutine (no
+// goroutine handoff: the common single-child read costs no scheduling),
+// registered with its instance so the watchdog can fault a child whose
+// inline call hangs; the others go to the children's workers.
+func (r *request) run(timeout time.Duration, inline bool) (abandoned bool) {
+	k := len(r.subs)
+	r.remaining.Store(int32(k))
+	queued := k
+	if inline {
+		queued = k - 1
+	}
+	for i := range queued {
 		s := &r.subs[i]
 		if err := s.inst.submit(s); err != nil {
 			s.complete(err)
 		}
+	}
+	if inline {
+		// The inline sub-op is never abandoned (this goroutine waits for
+		// it), so it may use the caller's buffer. It is watched when a
+		// slot is free; with more than inlineSlots concurrent inline I/Os
+		// on one child the excess runs unwatched.
+		s := &r.subs[k-1]
+		in := s.inst
+		slot := in.inline.enter()
+		in.outstanding.Add(1)
+		err := s.exec()
+		in.outstanding.Add(-1)
+		if slot >= 0 {
+			in.inline.exit(slot)
+		}
+		if k == 1 { // nothing else to wait for
+			s.err = err
+			s.state.Store(subDone)
+			return false
+		}
+		s.complete(err)
 	}
 	r.timer.Reset(timeout)
 	select {

@@ -135,7 +135,10 @@ func TestSoakInjectedFaults(t *testing.T) {
 			id := f.Inject(blockdev.FaultRule{Ops: blockdev.OpWrite, Count: 1})
 			time.Sleep(20 * time.Millisecond)
 			f.Remove(id) // if it did not fire, it must not fire later
-			if childState(n, uri).State == ChildFaulted {
+			if f.Stats(blockdev.OpWrite).Errors > 0 {
+				// It fired: the child faults (maybe a moment later).
+				waitState(t, n, uri, ChildFaulted, 5*time.Second)
+
 				onlineAndWait(uri, false)
 				return
 			}

@@ -188,7 +188,9 @@ func (l *DirtyLog) Mark(off, length int64) error {
 			return l.err
 		}
 		if l.closed {
-			return fmt.Errorf("rebuild: dirty log %s closed", l.path)
+			// Closed logs belong to removed children or a stopped nexus:
+			// nothing will read them again.
+			return nil
 		}
 		if l.syncing {
 			l.cond.Wait()
