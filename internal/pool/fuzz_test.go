@@ -134,34 +134,36 @@ func FuzzImport(f *testing.F) {
 		f.Add(append([]byte{byte(i) | 0x80}, img[off:off+8192]...))
 		f.Add(append([]byte{byte(i)}, img[off:off+512]...))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) < 2 || len(b) > 1<<16 {
-			return
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzOne(t, b, offs) })
+}
+
+func fuzzOne(t *testing.T, b []byte, offs []int64) {
+	if len(b) < 2 || len(b) > 1<<16 {
+		return
+	}
+	img := fuzzImage(t)
+	region := int(b[0]&0x7f) % 4
+	off := offs[region]
+	copy(img[off:off+min(int64(len(b)-1), 1<<16)], b[1:])
+	if b[0]&0x80 != 0 {
+		fixCRC(img, region, off)
+	}
+	dev, _ := blockdev.NewMalloc("fz", int64(len(img)), 4096)
+	dev.WriteAt(img, 0)
+	p, err := Import(ctx, dev)
+	if err != nil {
+		return
+	}
+	if err := p.Check(ctx); err != nil {
+		t.Fatalf("imported pool fails Check: %v", err)
+	}
+	for _, r := range p.Replicas() {
+		buf := make([]byte, min(r.Size(), 1<<20))
+		if _, err := r.ReadAt(buf, 0); err != nil {
+			t.Fatal(err)
 		}
-		img := fuzzImage(t)
-		region := int(b[0]&0x7f) % 4
-		off := offs[region]
-		copy(img[off:off+min(int64(len(b)-1), 1<<16)], b[1:])
-		if b[0]&0x80 != 0 {
-			fixCRC(img, region, off)
-		}
-		dev, _ := blockdev.NewMalloc("fz", int64(len(img)), 4096)
-		dev.WriteAt(img, 0)
-		p, err := Import(ctx, dev)
-		if err != nil {
-			return
-		}
-		if err := p.Check(ctx); err != nil {
-			t.Fatalf("imported pool fails Check: %v", err)
-		}
-		for _, r := range p.Replicas() {
-			buf := make([]byte, r.Size())
-			if _, err := r.ReadAt(buf, 0); err != nil {
-				t.Fatal(err)
-			}
-		}
-		p.Close()
-	})
+	}
+	p.Close()
 }
 
 // fixCRC recomputes the checksum of the region at off after fuzzing.
