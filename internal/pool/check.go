@@ -30,6 +30,9 @@ func (s *state) verify() error {
 		if vw.m.n != s.clustersFor(v.size.Load()) {
 			return corrupt("volume %s: map has %d clusters, size needs %d", v.name, vw.m.n, s.clustersFor(v.size.Load()))
 		}
+		if vw.through > vw.m.n {
+			return corrupt("volume %s: read-through limit %d beyond %d clusters", v.name, vw.through, vw.m.n)
+		}
 		if (v.parentID == 0) != (vw.parent == nil) || (vw.parent != nil && (vw.parent.id != v.parentID || s.vols[v.parentID] != vw.parent)) {
 			return corrupt("volume %s: parent pointer mismatch", v.name)
 		}

@@ -304,6 +304,38 @@ func (p *Pool) inflate(x, s *volume) error {
 	return p.sync(b)
 }
 
+// referenced counts the logical clusters of v that resolve to data,
+// skipping map pages that are empty at every level of the chain.
+func referenced(v *volume) int {
+	vw := v.view.Load()
+	n := 0
+	for pg := uint32(0); pg < uint32(len(vw.m.pages)); pg++ {
+		empty := true
+		for x := v; x != nil && empty; {
+			xv := x.view.Load()
+			if pg<<pageShift >= xv.m.n {
+				break
+			}
+			if int(pg) < len(xv.m.pages) && xv.m.pages[pg].Load() != nil {
+				empty = false
+			}
+			if pg<<pageShift >= xv.through {
+				break
+			}
+			x = xv.parent
+		}
+		if empty {
+			continue
+		}
+		for l := pg << pageShift; l < min((pg+1)<<pageShift, vw.m.n); l++ {
+			if isCluster(resolve(v, l)) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // Snapshots lists snapshots sorted by creation time.
 func (p *Pool) Snapshots() []SnapshotInfo {
 	p.mu.Lock()
@@ -333,11 +365,7 @@ func (p *Pool) snapInfoLocked(v *volume) SnapshotInfo {
 	if vw.parent != nil {
 		i.Parent = vw.parent.name
 	}
-	for l := uint32(0); l < vw.m.n; l++ {
-		if isCluster(resolve(v, l)) {
-			i.ReferencedBytes += cs
-		}
-	}
+	i.ReferencedBytes = int64(referenced(v)) * cs
 	kids := p.st.children(v)
 	for _, k := range kids {
 		if k.flags&flagClone != 0 && !k.snapshot() {
