@@ -87,10 +87,14 @@ func (in *instance) submit(s *subOp) error {
 	}
 }
 
+// closeGrace caps how long close waits for workers to finish their
+// current call before closing the device under them.
+const closeGrace = 200 * time.Millisecond
+
 // close stops the workers and closes the device. Workers stuck in a hung
-// device call are waited for at most grace; the device is closed anyway
-// (that is what unsticks most devices) and the stuck goroutines exit when
-// the call returns. close is idempotent.
+// device call are waited for at most grace (capped at closeGrace); the
+// device is closed anyway (that is what unsticks most devices) and the
+// stuck goroutines exit when the call returns. close is idempotent.
 func (in *instance) close(grace time.Duration) {
 	in.closeOnce.Do(func() {
 		in.closing.Store(true)
@@ -100,7 +104,7 @@ func (in *instance) close(grace time.Duration) {
 		close(in.stop)
 		done := make(chan struct{})
 		go func() { in.wg.Wait(); close(done) }()
-		t := time.NewTimer(grace)
+		t := time.NewTimer(min(grace, closeGrace))
 		select {
 		case <-done:
 		case <-t.C:

@@ -29,9 +29,20 @@ func blockData(buf []byte, b int64, v uint32) {
 // write/read/flush, hangs, latency beyond the timeout, admin fault and
 // offline, failures of a child under rebuild), then come back through
 // (partial) rebuild. It requires zero verify errors, zero failed client
-// I/Os and a healthy child at all times. KURA_LONG=1: 120 faults.
+// I/Os and a healthy child at all times, with inline and with isolated
+// child I/O dispatch: 12 faults each, KURA_LONG=1: 120 each.
 func TestSoakInjectedFaults(t *testing.T) {
-	faults := 20
+	for _, isolate := range []bool{false, true} {
+		name := "inline"
+		if isolate {
+			name = "isolated"
+		}
+		t.Run(name, func(t *testing.T) { soak(t, isolate) })
+	}
+}
+
+func soak(t *testing.T, isolate bool) {
+	faults := 12 // per dispatch mode
 	if testtool.Long() {
 		faults = 120
 	}
@@ -40,7 +51,8 @@ func TestSoakInjectedFaults(t *testing.T) {
 	e.bs = bs
 	cs := uris(3)
 	cfg := e.config(cs...)
-	cfg.ChildTimeout = 250 * time.Millisecond
+	cfg.ChildTimeout = time.Second // generous: the test machine is shared and busy
+	cfg.IsolateChildIO = isolate
 	n := e.newNexus(cfg)
 	nblk := n.Size() / bs
 
@@ -166,7 +178,7 @@ func TestSoakInjectedFaults(t *testing.T) {
 		case 4:
 			rule = blockdev.FaultRule{Ops: blockdev.OpRead, Count: 1, Hang: true}
 		case 5:
-			rule = blockdev.FaultRule{Ops: blockdev.OpAll, Count: 1, Delay: 600 * time.Millisecond}
+			rule = blockdev.FaultRule{Ops: blockdev.OpAll, Count: 1, Delay: 1500 * time.Millisecond}
 		case 6:
 			if err := n.OfflineChild(t.Context(), uri); err != nil {
 				t.Fatal(err)
