@@ -23,7 +23,7 @@ import (
 // (alternating rounds, medians).
 
 const (
-		benchFileSize = 64 << 20
+	benchFileSize = 64 << 20
 	benchQD       = 32
 )
 

@@ -72,16 +72,16 @@ type Action uint16
 
 // Actions, performed in ascending bit order by the nexus.
 const (
-	ActCancelRebuild Action = 1 << iota // stop the running rebuild job
-	ActStartLog                         // start a dirty-segment log
-	ActDetach                           // remove from the I/O snapshot
-	ActPersist                          // store NexusInfo (before acking I/O)
-	ActCloseDevice                      // close the child's device
-	ActDropLog                          // delete the dirty-segment log
-	ActOpenDevice                       // open the device via the Opener
-	ActAttachWriteOnly                  // add to the snapshot as a rebuild target
-	ActStartRebuild                     // start a (partial if logged) rebuild
-	ActAttachHealthy                    // add to the snapshot as healthy
+	ActCancelRebuild   Action = 1 << iota // stop the running rebuild job
+	ActStartLog                           // start a dirty-segment log
+	ActDetach                             // remove from the I/O snapshot
+	ActPersist                            // store NexusInfo (before acking I/O)
+	ActCloseDevice                        // close the child's device
+	ActDropLog                            // delete the dirty-segment log
+	ActOpenDevice                         // open the device via the Opener
+	ActAttachWriteOnly                    // add to the snapshot as a rebuild target
+	ActStartRebuild                       // start a (partial if logged) rebuild
+	ActAttachHealthy                      // add to the snapshot as healthy
 )
 
 var actionNames = [...]string{"cancel-rebuild", "start-log", "detach", "persist",

@@ -60,8 +60,8 @@ type Nexus struct {
 
 	mu       sync.Mutex // control path: guards children, shutdown, broken; never held by the I/O fast path
 	children []*child
-	shutdown bool // Shutdown finished its work
-	stopping bool // Shutdown started
+	shutdown bool  // Shutdown finished its work
+	stopping bool  // Shutdown started
 	broken   error // set when NexusInfo could not be persisted: I/O fails
 
 	isBroken atomic.Bool // broken != nil, for the I/O path
