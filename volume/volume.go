@@ -163,7 +163,9 @@ func (x *Nexus) RemoveChild(ctx context.Context, uri string) error { return x.n.
 
 // OfflineChild takes a child offline; OnlineChild brings it back and copies
 // only what it missed.
-func (x *Nexus) OfflineChild(ctx context.Context, uri string) error { return x.n.OfflineChild(ctx, uri) }
+func (x *Nexus) OfflineChild(ctx context.Context, uri string) error {
+	return x.n.OfflineChild(ctx, uri)
+}
 
 // OnlineChild brings a faulted or offline child back (rebuild).
 func (x *Nexus) OnlineChild(ctx context.Context, uri string) error { return x.n.OnlineChild(ctx, uri) }
