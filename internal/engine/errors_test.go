@@ -153,6 +153,10 @@ func TestBadInput(t *testing.T) {
 			_, err := te.nexus.DestroyNexus(ctx, &enginev1.DestroyNexusRequest{Name: "nope"})
 			return err
 		}, codes.NotFound},
+		{"nexus child is a pool disk", func() error {
+			_, err := te.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: "nx", Children: []string{disk}})
+			return err
+		}, codes.FailedPrecondition},
 		{"nexus child missing", func() error {
 			_, err := te.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: "nx", Children: []string{"bdev:///nope"}})
 			return err

@@ -49,6 +49,9 @@ func (e *Engine) createNexusLocked(ctx context.Context, rec nexusRecord) (*nexus
 		if err != nil {
 			return nil, err
 		}
+		if err := e.checkChildFree(c); err != nil {
+			return nil, fmt.Errorf("nexus %q: %w", rec.Name, err)
+		}
 		if u.Scheme == "bdev" || u.Scheme == "loopback" {
 			// Name a missing local child precisely (the nexus would only
 			// report that no child could be opened).
@@ -92,6 +95,22 @@ func (e *Engine) createNexusLocked(ctx context.Context, rec nexusRecord) (*nexus
 	e.mu.Unlock()
 	e.log.Info("nexus created", "nexus", rec.Name, "size", rec.Size, "children", rec.Children)
 	return ne, nil
+}
+
+// checkChildFree refuses a child that is a disk used by a pool or bdev of
+// this engine (use bdev:///NAME to mirror onto a bdev).
+func (e *Engine) checkChildFree(uri string) error {
+	key, err := deviceKey(uri)
+	if err != nil {
+		return err
+	}
+	e.mu.RLock()
+	owner, used := e.mu.claims[key]
+	e.mu.RUnlock()
+	if used {
+		return fmt.Errorf("child %q is %w by %s", uri, ErrInUse, owner)
+	}
+	return nil
 }
 
 func (s *nexusServer) CreateNexus(ctx context.Context, req *enginev1.CreateNexusRequest) (*enginev1.CreateNexusResponse, error) {
@@ -235,6 +254,9 @@ func (s *nexusServer) AddChild(ctx context.Context, req *enginev1.AddChildReques
 		return nil, fmt.Errorf("adding a child without rebuild: %w", ErrUnimplemented)
 	}
 	if _, err := blockdev.ParseURI(req.GetUri()); err != nil {
+		return nil, err
+	}
+	if err := e.checkChildFree(req.GetUri()); err != nil {
 		return nil, err
 	}
 	e.opMu.Lock()
