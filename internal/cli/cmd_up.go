@@ -84,9 +84,10 @@ and a few commands to try; Ctrl-C stops it cleanly.`,
 			}
 			fmt.Fprintf(w, "Try, in another terminal:\n")
 			fmt.Fprintf(w, "  kura%s pool list\n", engineFlag)
-			fmt.Fprintf(w, "  kura%s replica create default vol1 --size=1GiB --thin\n", engineFlag)
-			fmt.Fprintf(w, "  kura%s replica share default vol1 --protocol nbd\n", engineFlag)
+			fmt.Fprintf(w, "  kura%s replica create default vol1 --size=256MiB --thin\n", engineFlag)
+			fmt.Fprintf(w, "  kura%s replica share default vol1                   # NVMe/TCP: prints the nvmf:// URI\n", engineFlag)
 			fmt.Fprintf(w, "  kura%s replica list\n", engineFlag)
+			fmt.Fprintf(w, "  kura bench nvmf://%s/nqn.2019-05.io.kura:vol1 --time 5s\n", d.nvmf)
 			fmt.Fprintf(w, "  kura%s host info\n\n", engineFlag)
 			fmt.Fprintf(w, "Press Ctrl-C to stop.\n")
 			err = <-runErr
@@ -100,7 +101,6 @@ and a few commands to try; Ctrl-C stops it cleanly.`,
 	cmd.Flags().StringVar(&d.dataDir, "data-dir", defaultDataDir(), "directory for the engine state and the pool file")
 	cmd.Flags().StringVar(&poolSize, "pool-size", "1GiB", "size of the pool file when it is created")
 	d.add(cmd)
-	_ = engine.Off
 	return cmd
 }
 
