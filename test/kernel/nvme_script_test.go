@@ -112,12 +112,16 @@ D=$(nsdev $NQN)
 C=$(ctrlfor $NQN $HN)
 check two_io_queues sh -c "cat /sys/class/nvme/${C##*/}/queue_count; test \$(cat /sys/class/nvme/${C##*/}/queue_count) = 3"
 check size sh -c "blockdev --getsize64 $D; test \$(blockdev --getsize64 $D) = %d"
+check id_ctrl_subnqn sh -c "nvme id-ctrl $C | grep -E '^subnqn +: $NQN\$'"
+idns() { _n=$(nvme id-ns $D -n 1 | awk '/^nsze/{print $3}'); _l=$(lbs $D); echo "nsze $_n lbs $_l"; test $((_n * _l)) = %d; }
+check id_ns_size idns
 check rw_4k rw $D 4096 16 1
 check rw_64k rw $D 65536 8 3
 check rw_1m rw $D 1048576 4 2
 check rw_unaligned_seek rw $D 4096 3 1237
 check fio_verify fiov $D
 check flush nv flush $D -n 1
+check discard blkdiscard -o 8388608 -l 1048576 $D
 check write_zeroes wz $D 100
 check ext4 fs_cycle $D
 pattern() {
@@ -126,7 +130,7 @@ pattern() {
 	value pattern_md5 $(md5sum < /tmp/pat | cut -d' ' -f1)
 }
 check pattern pattern
-`, p.Size, p.Size/(1<<20)-2)
+`, p.Size, p.Size, p.Size/(1<<20)-2)
 	if p.Reservations {
 		fmt.Fprintf(&b, `
 # nvme-cli refuses a second association to the same target ("already
@@ -170,4 +174,4 @@ check dev_gone wait_for 10 kura_not nsdev $NQN
 
 // nvmeChecks are the checks every nvmeScript must run.
 var nvmeChecks = []string{"discover", "connect", "dev_appears", "two_io_queues", "size", "rw_4k", "rw_64k", "rw_1m",
-	"rw_unaligned_seek", "fio_verify", "flush", "write_zeroes", "ext4", "pattern", "disconnect", "dev_gone"}
+	"rw_unaligned_seek", "fio_verify", "flush", "discard", "write_zeroes", "id_ctrl_subnqn", "id_ns_size", "ext4", "pattern", "disconnect", "dev_gone"}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,7 +43,7 @@ type ctrlWatcher struct {
 	hostSeen map[string]bool
 }
 
-func watchControllers(tgt *nvmetcp.Target) *ctrlWatcher {
+func watchControllers(tgt func() *nvmetcp.Target) *ctrlWatcher {
 	w := &ctrlWatcher{maxIOQs: map[string]int{}, current: map[string]int{}, hostSeen: map[string]bool{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
@@ -50,7 +51,7 @@ func watchControllers(tgt *nvmetcp.Target) *ctrlWatcher {
 		tk := time.NewTicker(50 * time.Millisecond)
 		defer tk.Stop()
 		for {
-			subs := tgt.Subsystems()
+			subs := tgt().Subsystems()
 			w.mu.Lock()
 			for _, s := range subs {
 				w.current[s.NQN] = len(s.Controllers)
@@ -116,34 +117,53 @@ func TestKernelInitiatorToKuraTarget(t *testing.T) {
 	}
 	defer fdev.Close()
 
-	tgt, err := nvmetcp.NewTarget(nvmetcp.TargetConfig{ListenAddr: "127.0.0.1:0", StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
+	stateDir := t.TempDir()
+	// startTarget starts a Kura target exporting both devices on addr.
+	startTarget := func(addr string) *nvmetcp.Target {
+		tgt, err := nvmetcp.NewTarget(nvmetcp.TargetConfig{ListenAddr: addr, StateDir: stateDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tgt.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := tgt.AddSubsystem(nvmetcp.SubsystemConfig{NQN: mallocNQN, Device: mdev, AllowedHosts: []string{hostNQN, hostNQN2}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := tgt.AddSubsystem(nvmetcp.SubsystemConfig{NQN: fileNQN, Device: fdev, AllowedHosts: []string{hostNQN}}); err != nil {
+			t.Fatal(err)
+		}
+		return tgt
 	}
-	if err := tgt.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
-	if err := tgt.AddSubsystem(nvmetcp.SubsystemConfig{NQN: mallocNQN, Device: mdev, AllowedHosts: []string{hostNQN, hostNQN2}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := tgt.AddSubsystem(nvmetcp.SubsystemConfig{NQN: fileNQN, Device: fdev, AllowedHosts: []string{hostNQN}}); err != nil {
-		t.Fatal(err)
-	}
-	port := tgt.Addr().(*net.TCPAddr).Port
-	w := watchControllers(tgt)
+	var cur atomic.Pointer[nvmetcp.Target]
+	cur.Store(startTarget("127.0.0.1:0"))
+	defer func() { cur.Load().Close() }()
+	port := cur.Load().Addr().(*net.TCPAddr).Port
+	w := watchControllers(cur.Load)
 	defer w.Stop()
 
 	script := nvmeScript(nvmeScriptParams{Addr: "$KURA_HOST", Port: port, NQN: mallocNQN, Size: mallocSize,
 		BadHost: true, Reservations: true}) + fmt.Sprintf(`
 F=%s
 # Header and data digests on.
-must connect_file nvme connect -t tcp -a $A -s $P -n $F --hostnqn=$HN --hostid=$HID -i 2 -g -G
+# Reconnect delay 1 s, controller loss timeout 60 s.
+must connect_file nvme connect -t tcp -a $A -s $P -n $F --hostnqn=$HN --hostid=$HID -i 2 -g -G -c 1 -l 60
 must file_dev wait_for 20 nsdev $F
 FD=$(nsdev $F)
+FC=$(ctrlfor $F $HN)
 check file_lbs_4k sh -c "test \$(cat /sys/block/${FD##*/}/queue/logical_block_size) = 4096"
 check file_rw_64k rw $FD 65536 8 1
 check file_rw_1m rw $FD 1048576 2 3
+# Target restart: the host closes Kura's target and starts a new one on the
+# same port; the kernel must recover (error recovery, reconnect) and the
+# data must still be there.
+dd if=/dev/urandom of=/tmp/before bs=1M count=1 2>/dev/null
+check restart_write dd if=/tmp/before of=$FD bs=1M seek=8 count=1 oflag=direct conv=notrunc
+echo RESTART-TARGET
+check restart_seen_by_kernel wait_for 30 kura_not grep -q live /sys/class/nvme/${FC##*/}/state
+check reconnected_live wait_for 60 grep -q live /sys/class/nvme/${FC##*/}/state
+check restart_data_intact sh -c "test \"\$(dd if=$FD bs=1M skip=8 count=1 iflag=direct 2>/dev/null | md5sum)\" = \"\$(md5sum < /tmp/before)\""
+check restart_rw rw $FD 65536 8 40
 check file_ext4 fs_cycle $FD
 check file_disconnect sh -c "nvme disconnect -n $F | grep -q disconnected"
 check file_dev_gone wait_for 10 kura_not nsdev $F
@@ -162,6 +182,11 @@ sleep 25
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := g.WaitFor(ctx, "RESTART-TARGET"); err == nil {
+		cur.Load().Close()
+		cur.Store(startTarget(fmt.Sprintf("127.0.0.1:%d", port)))
+		t.Logf("target restarted on port %d", port)
+	}
 	kaErr := g.WaitFor(ctx, "KA-LINK-DOWN")
 	var reaped time.Duration
 	if kaErr == nil {
@@ -175,7 +200,8 @@ sleep 25
 	t.Logf("guest scenario took %v", time.Since(start))
 	guest.ReportChecks(t, out, append(nvmeChecks, "bad_host_refused", "connect_second_host",
 		"resv_register_a", "resv_acquire_a_write_exclusive", "resv_we_blocks_other_write", "resv_preempt_b",
-		"resv_report_empty", "connect_file", "file_rw_1m", "file_ext4", "file_disconnect", "ka_connect")...)
+		"resv_report_empty", "connect_file", "file_rw_1m", "restart_seen_by_kernel", "reconnected_live", "restart_data_intact", "restart_rw",
+		"file_ext4", "file_disconnect", "ka_connect")...)
 	if kaErr != nil {
 		t.Fatalf("guest never reached the keep-alive step: %v", kaErr)
 	}
