@@ -38,6 +38,14 @@ echo READY
 while ! dd if=/dev/ram0 bs=4096 count=1 iflag=direct 2>/dev/null | grep -q KURA-DONE; do sleep 0.3; done
 value kernel_md5 $(dd if=/dev/ram0 bs=1M skip=32 count=1 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
 echo PATTERN-CHECKED
+# Then wait for the marker at 4 KiB and bounce the port: unlinking the
+# subsystem from the port drops every association; re-link after 3 s.
+while ! dd if=/dev/ram0 bs=4096 skip=1 count=1 iflag=direct 2>/dev/null | grep -q KURA-BOUNCE; do sleep 0.3; done
+rm /sys/kernel/config/nvmet/ports/1/subsystems/$NVMET_NQN
+echo PORT-DOWN
+sleep 3
+ln -s /sys/kernel/config/nvmet/subsystems/$NVMET_NQN /sys/kernel/config/nvmet/ports/1/subsystems/$NVMET_NQN
+echo PORT-UP
 sleep 600
 `
 	g, err := guest.Start(ctx, t, guest.Options{Script: script, HostFwd: []guest.Fwd{{GuestPort: 4420}},
@@ -145,6 +153,45 @@ sleep 600
 		sum := md5.Sum(pat)
 		if got, want := guest.Values(g.Output())["kernel_md5"], hex.EncodeToString(sum[:]); got != want {
 			t.Errorf("kernel ramdisk holds md5 %s at 32 MiB, initiator wrote %s", got, want)
+		}
+	})
+	t.Run("reconnect_after_port_bounce", func(t *testing.T) {
+		c := cfg
+		c.ReconnectTimeout = 60 * time.Second
+		d := dial(t, c)
+		defer d.Close()
+		pat := make([]byte, 256<<10)
+		r := rand.NewChaCha8([32]byte{9})
+		_, _ = r.Read(pat)
+		if _, err := d.WriteAt(pat, 40<<20); err != nil {
+			t.Fatal(err)
+		}
+		marker := make([]byte, 4096)
+		copy(marker, "KURA-BOUNCE")
+		if _, err := d.WriteAt(marker, 4096); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.WaitFor(ctx, "PORT-DOWN"); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.WaitFor(ctx, "PORT-UP"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		back := make([]byte, len(pat))
+		if _, err := d.ReadAt(back, 40<<20); err != nil {
+			t.Fatalf("read after the port came back: %v", err)
+		}
+		t.Logf("first read after the port came back took %v", time.Since(start))
+		if !bytes.Equal(back, pat) {
+			t.Fatal("data written before the bounce differs after reconnect")
+		}
+		_, _ = r.Read(pat)
+		if _, err := d.WriteAt(pat, 41<<20); err != nil {
+			t.Fatalf("write after reconnect: %v", err)
+		}
+		if _, err := d.ReadAt(back, 41<<20); err != nil || !bytes.Equal(back, pat) {
+			t.Fatalf("read after reconnect: err %v, equal %v", err, bytes.Equal(back, pat))
 		}
 	})
 	if _, err := g.Stop(); err != nil {
