@@ -43,6 +43,12 @@ type Engine struct {
 		// refs counts open borrowed handles (bdev:// opens) per object key.
 		refs    map[string]int
 		nexuses map[string]*nexusEntry // by nexus name
+		// lostBdevs and lostNexuses could not be re-created at start
+		// (e.g. a remote target was down). They stay in the state file so
+		// the next start retries, are listed as unavailable, and are
+		// forgotten by a destroy.
+		lostBdevs   map[string]lostBdev
+		lostNexuses map[string]lostNexus
 	}
 
 	front frontends
@@ -71,6 +77,8 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.claims = map[string]string{}
 	e.mu.refs = map[string]int{}
 	e.mu.nexuses = map[string]*nexusEntry{}
+	e.mu.lostBdevs = map[string]lostBdev{}
+	e.mu.lostNexuses = map[string]lostNexus{}
 	e.reg.Register("bdev", e.openLocal)
 	e.reg.Register("loopback", e.openLocal)
 	nvmetcp.RegisterScheme(e.reg)
@@ -188,6 +196,18 @@ func (e *Engine) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	return resp, err
 }
 
+// lostBdev is a persisted bdev that could not be reopened at start.
+type lostBdev struct {
+	rec bdevRecord
+	err error
+}
+
+// lostNexus is a persisted nexus that could not be re-created at start.
+type lostNexus struct {
+	rec nexusRecord
+	err error
+}
+
 // apiServer implements the pool, replica, bdev and host services.
 type apiServer struct {
 	enginev1.UnimplementedPoolServiceServer
@@ -261,6 +281,12 @@ func (e *Engine) snapshotState() persistedState {
 			st.Nexuses = append(st.Nexuses, ne.rec)
 		}
 	}
+	for _, l := range e.mu.lostBdevs {
+		st.Bdevs = append(st.Bdevs, l.rec)
+	}
+	for _, l := range e.mu.lostNexuses {
+		st.Nexuses = append(st.Nexuses, l.rec)
+	}
 	return st
 }
 
@@ -283,11 +309,17 @@ func (e *Engine) restore(ctx context.Context, st persistedState) {
 	for _, r := range st.Bdevs {
 		if _, err := e.createBdevLocked(ctx, r.URI, r.Name); err != nil {
 			e.log.Error("reopen bdev", "bdev", r.Name, "uri", r.URI, "err", err)
+			e.mu.Lock()
+			e.mu.lostBdevs[r.Name] = lostBdev{rec: r, err: err}
+			e.mu.Unlock()
 		}
 	}
 	for _, r := range st.Nexuses {
 		if _, err := e.createNexusLocked(ctx, r); err != nil {
 			e.log.Error("re-create nexus", "nexus", r.Name, "err", err)
+			e.mu.Lock()
+			e.mu.lostNexuses[r.Name] = lostNexus{rec: r, err: err}
+			e.mu.Unlock()
 		}
 	}
 	for _, r := range st.Shares {

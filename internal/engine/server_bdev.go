@@ -103,6 +103,7 @@ func (e *Engine) createBdevLocked(ctx context.Context, uri, name string) (*bdevE
 	b := &bdevEntry{name: name, uri: uri, key: key, dev: dev}
 	e.mu.Lock()
 	e.mu.bdevs[name] = b
+	delete(e.mu.lostBdevs, name)
 	e.mu.Unlock()
 	e.log.Info("bdev created", "bdev", name, "uri", uri, "size", dev.Size())
 	return b, nil
@@ -132,6 +133,13 @@ func (s *apiServer) DestroyBdev(ctx context.Context, req *enginev1.DestroyBdevRe
 	defer e.opMu.Unlock()
 	b, err := e.bdevByNameOrURI(req.GetName())
 	if err != nil {
+		e.mu.Lock()
+		_, lost := e.mu.lostBdevs[req.GetName()]
+		delete(e.mu.lostBdevs, req.GetName())
+		e.mu.Unlock()
+		if lost {
+			return &enginev1.DestroyBdevResponse{}, e.save()
+		}
 		return nil, err
 	}
 	e.mu.RLock()
@@ -166,15 +174,20 @@ func (s *apiServer) ListBdevs(_ context.Context, req *enginev1.ListBdevsRequest)
 			list = append(list, b)
 		}
 	}
-	e.mu.RUnlock()
-	if req.GetName() != "" && len(list) == 0 {
-		return nil, fmt.Errorf("bdev %q %w", req.GetName(), ErrNotFound)
-	}
-	slices.SortFunc(list, func(a, b *bdevEntry) int { return cmpStr(a.name, b.name) })
 	resp := &enginev1.ListBdevsResponse{}
+	for _, l := range e.mu.lostBdevs {
+		if req.GetName() == "" || req.GetName() == l.rec.Name || req.GetName() == l.rec.URI {
+			resp.Bdevs = append(resp.Bdevs, &enginev1.Bdev{Name: l.rec.Name, Uri: l.rec.URI, ClaimedBy: "unavailable: " + l.err.Error()})
+		}
+	}
+	e.mu.RUnlock()
 	for _, b := range list {
 		resp.Bdevs = append(resp.Bdevs, e.bdevInfo(b))
 	}
+	if req.GetName() != "" && len(resp.Bdevs) == 0 {
+		return nil, fmt.Errorf("bdev %q %w", req.GetName(), ErrNotFound)
+	}
+	slices.SortFunc(resp.Bdevs, func(a, b *enginev1.Bdev) int { return cmpStr(a.Name, b.Name) })
 	return resp, nil
 }
 

@@ -92,6 +92,7 @@ func (e *Engine) createNexusLocked(ctx context.Context, rec nexusRecord) (*nexus
 	ne := &nexusEntry{rec: rec, n: n}
 	e.mu.Lock()
 	e.mu.nexuses[rec.Name] = ne
+	delete(e.mu.lostNexuses, rec.Name)
 	e.mu.Unlock()
 	e.log.Info("nexus created", "nexus", rec.Name, "size", rec.Size, "children", rec.Children)
 	return ne, nil
@@ -149,6 +150,14 @@ func (s *nexusServer) DestroyNexus(ctx context.Context, req *enginev1.DestroyNex
 	defer e.opMu.Unlock()
 	ne, err := e.nexusByName(req.GetName())
 	if err != nil {
+		e.mu.Lock()
+		_, lost := e.mu.lostNexuses[req.GetName()]
+		delete(e.mu.lostNexuses, req.GetName())
+		delete(e.mu.shares, shareKey("nexus", req.GetName()))
+		e.mu.Unlock()
+		if lost {
+			return &enginev1.DestroyNexusResponse{}, e.save()
+		}
 		return nil, err
 	}
 	if err := e.unshareLocked(ctx, "nexus", ne.rec.Name); err != nil && !errors.Is(err, ErrNotFound) {
@@ -199,15 +208,26 @@ func (s *nexusServer) ListNexuses(_ context.Context, req *enginev1.ListNexusesRe
 			list = append(list, ne)
 		}
 	}
-	e.mu.RUnlock()
-	if req.GetName() != "" && len(list) == 0 {
-		return nil, fmt.Errorf("nexus %q %w", req.GetName(), ErrNotFound)
-	}
-	slices.SortFunc(list, func(a, b *nexusEntry) int { return cmpStr(a.rec.Name, b.rec.Name) })
 	resp := &enginev1.ListNexusesResponse{}
+	for _, l := range e.mu.lostNexuses {
+		if req.GetName() != "" && req.GetName() != l.rec.Name {
+			continue
+		}
+		// Listed faulted with the reason on every child; destroy forgets it.
+		n := &enginev1.Nexus{Name: l.rec.Name, Uuid: l.rec.UUID, Size: uint64(l.rec.Size), State: enginev1.NexusState_NEXUS_STATE_FAULTED}
+		for _, c := range l.rec.Children {
+			n.Children = append(n.Children, &enginev1.Child{Uri: c, State: enginev1.ChildState_CHILD_STATE_UNKNOWN, Reason: "not re-created at start: " + l.err.Error()})
+		}
+		resp.Nexuses = append(resp.Nexuses, n)
+	}
+	e.mu.RUnlock()
 	for _, ne := range list {
 		resp.Nexuses = append(resp.Nexuses, e.nexusInfo(ne))
 	}
+	if req.GetName() != "" && len(resp.Nexuses) == 0 {
+		return nil, fmt.Errorf("nexus %q %w", req.GetName(), ErrNotFound)
+	}
+	slices.SortFunc(resp.Nexuses, func(a, b *enginev1.Nexus) int { return cmpStr(a.Name, b.Name) })
 	return resp, nil
 }
 
