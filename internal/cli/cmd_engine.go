@@ -22,6 +22,7 @@ type daemonFlags struct {
 	nvmf     string
 	nbd      string
 	node     string
+	metrics  string
 	logLevel string
 }
 
@@ -31,6 +32,7 @@ func (d *daemonFlags) add(cmd *cobra.Command) {
 	f.StringVar(&d.nvmf, "nvmf", engine.DefaultNVMeAddr, `NVMe/TCP target listen address ("off" disables it)`)
 	f.StringVar(&d.nbd, "nbd", engine.DefaultNBDAddr, `NBD server listen address ("off" disables it)`)
 	f.StringVar(&d.node, "node-name", "", "node name reported to clients (default: host name)")
+	f.StringVar(&d.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9500; default off)")
 	f.StringVar(&d.logLevel, "log-level", "info", "debug, info, warn or error")
 }
 
@@ -42,7 +44,7 @@ func (d *daemonFlags) config() (engine.Config, error) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	return engine.Config{
 		DataDir: d.dataDir, GRPCAddr: d.grpc, NVMeAddr: d.nvmf, NBDAddr: d.nbd,
-		NodeName: d.node, Logger: log,
+		NodeName: d.node, MetricsAddr: d.metrics, Logger: log,
 	}, nil
 }
 

@@ -28,6 +28,9 @@ type Config struct {
 	// NBDAddr is the NBD server address; default DefaultNBDAddr; "off"
 	// disables the server.
 	NBDAddr string
+	// MetricsAddr serves Prometheus metrics at http://ADDR/metrics; empty
+	// or "off" disables it.
+	MetricsAddr string
 	// NodeName identifies this engine; default the host name.
 	NodeName string
 	// Version is reported by HostService; default the module build info.
@@ -68,8 +71,8 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	for _, a := range []string{c.GRPCAddr, c.NVMeAddr, c.NBDAddr} {
-		if a == Off {
+	for _, a := range []string{c.GRPCAddr, c.NVMeAddr, c.NBDAddr, c.MetricsAddr} {
+		if a == Off || a == "" {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(a); err != nil {

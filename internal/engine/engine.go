@@ -53,8 +53,9 @@ type Engine struct {
 
 	front frontends
 
-	ready    chan struct{}
-	grpcAddr net.Addr
+	ready       chan struct{}
+	grpcAddr    net.Addr
+	metricsAddr net.Addr
 }
 
 // New validates cfg and returns an engine that is not yet running.
@@ -95,6 +96,10 @@ func (e *Engine) Ready() <-chan struct{} { return e.ready }
 // GRPCAddr is the address the API listens on; valid after Ready.
 func (e *Engine) GRPCAddr() net.Addr { return e.grpcAddr }
 
+// MetricsAddr is the address of the metrics endpoint (nil when disabled);
+// valid after Ready.
+func (e *Engine) MetricsAddr() net.Addr { return e.metricsAddr }
+
 // Run starts the frontends and the gRPC API, re-creates the persisted
 // state, and serves until ctx is cancelled; then it shuts down cleanly:
 // stops the API, removes exports, and closes bdevs and pools (they stay in
@@ -121,6 +126,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 
 	e.restore(ctx, st)
+
+	waitMetrics := func() {}
+	if a := e.cfg.MetricsAddr; a != "" && a != Off {
+		w, err := e.serveMetrics(ctx, a)
+		if err != nil {
+			lis.Close()
+			e.shutdown()
+			return err
+		}
+		waitMetrics = w
+	}
 
 	srv, hs := e.newGRPCServer()
 	var wg sync.WaitGroup
@@ -156,6 +172,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		<-stopped
 	}
 	wg.Wait()
+	waitMetrics()
 	e.shutdown()
 	e.log.Info("engine stopped")
 	return runErr

@@ -45,7 +45,7 @@ func startEngine(t testing.TB, dataDir string) *testEngine {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	e, err := New(Config{
-		DataDir: dataDir, GRPCListener: lis, NVMeAddr: "127.0.0.1:0", NBDAddr: "127.0.0.1:0",
+		DataDir: dataDir, GRPCListener: lis, NVMeAddr: "127.0.0.1:0", NBDAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
 		NodeName: "test-node", Logger: quietLogger(),
 	})
 	if err != nil {
