@@ -141,10 +141,12 @@ func (c *conn) logEnd(msg string, err error) {
 
 // transmit serves requests for export e until the client disconnects or
 // the connection is shut down, then drains in-flight requests. One reader
-// (this goroutine) decodes requests into preallocated slots. A request
-// that arrives while nothing else is in flight or buffered runs inline and
-// is answered directly (lowest QD1 latency); otherwise it goes to a
-// bounded, lazily started set of workers.
+// (this goroutine) decodes requests into preallocated slots. While no
+// request is with a worker, a request runs inline on the reader and is
+// answered directly if nothing else is buffered (lowest QD1 latency) or if
+// the device is fast (inline average below fastDeviceNs, where a handoff
+// costs more than the I/O). Otherwise it goes to a bounded, lazily started
+// set of workers so slow I/O overlaps.
 func (c *conn) transmit(e *export) error {
 	c.dev = e.dev
 	c.size = uint64(e.dev.Size())
