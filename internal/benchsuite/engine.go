@@ -2,6 +2,7 @@ package benchsuite
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -227,8 +228,53 @@ func startNexusAlone(ctx context.Context, env *Env, k engKind, why error) (*Targ
 	return t, nil
 }
 
+// startNexus builds a nexus in the engine over 1 or 3 thick replicas, each
+// in its own pool on its own file, and publishes it over NBD.
 func startNexus(ctx context.Context, env *Env, e *engine, t *Target, k engKind) (*Target, error) {
-	return startNexusAlone(ctx, env, k, fmt.Errorf("%w: engine nexus wiring pending in the bench suite", ErrUnavailable))
+	n := nexusChildren(k)
+	name := fmt.Sprintf("benchx%d", n)
+	var children []string
+	for i := 0; i < n; i++ {
+		pool, rep := fmt.Sprintf("bench-x%d-%d", n, i), fmt.Sprintf("x%dc%d", n, i)
+		if err := e.poolReplica(ctx, env, pool, rep); err != nil {
+			return nil, err
+		}
+		out, err := e.cli(ctx, "-o", "json", "replica", "list", pool)
+		if err != nil {
+			return nil, err
+		}
+		var list struct {
+			Replicas []struct {
+				Name string `json:"name"`
+				URI  string `json:"uri"`
+			} `json:"replicas"`
+		}
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			return nil, fmt.Errorf("replica list: %w: %s", err, trim([]byte(out), 200))
+		}
+		uri := "bdev:///" + rep
+		for _, r := range list.Replicas {
+			if r.Name == rep && r.URI != "" {
+				uri = r.URI
+			}
+		}
+		children = append(children, uri)
+	}
+	args := append([]string{"nexus", "create", name}, children...)
+	args = append(args, fmt.Sprintf("--size=%d", env.Size>>20))
+	if _, err := e.cli(ctx, args...); err != nil {
+		return nil, err
+	}
+	out, err := e.cli(ctx, "nexus", "publish", name, "--protocol", "nbd")
+	if err != nil {
+		return nil, err
+	}
+	uri, err := findURI(out, "nbd")
+	if err != nil {
+		return nil, err
+	}
+	t.FioArgs = []string{"--ioengine=nbd", "--uri=" + uri}
+	return t, nil
 }
 
 func startNVMf(ctx context.Context, env *Env, e *engine, t *Target, malloc bool) (*Target, error) {
@@ -268,10 +314,60 @@ func startNVMf(ctx context.Context, env *Env, e *engine, t *Target, malloc bool)
 	return t, nil
 }
 
-// kuraBenchTarget measures with `kura bench URI` (pending: its flags and
-// output are not known yet).
+// kuraBenchTarget measures with `kura bench URI -o json` (Kura's NVMe/TCP
+// initiator and load generator, internal/perf). The device is written once
+// beforehand through the same initiator.
 func kuraBenchTarget(ctx context.Context, env *Env, e *engine, t *Target, uri string) (*Target, error) {
-	return nil, fmt.Errorf("%w: kura bench adapter pending", ErrUnavailable)
+	t.fill = func(ctx context.Context) error {
+		dev, err := nvmetcp.DialURI(ctx, uri)
+		if err != nil {
+			return fmt.Errorf("dial %s: %w", uri, err)
+		}
+		defer dev.Close()
+		return fillDevice(ctx, dev)
+	}
+	t.Measure = func(ctx context.Context, w Workload, runtime, ramp time.Duration) (Metrics, error) {
+		out, err := runCmd(ctx, e.kura, "-o", "json", "bench", uri, "--rw", w.RW, "--bs", fmt.Sprint(w.BS),
+			"--qd", fmt.Sprint(w.QD), "--time", runtime.String())
+		if err != nil {
+			return Metrics{}, err
+		}
+		return ParseKuraBench(out)
+	}
+	t.Detail = "engine share over NVMe/TCP, driven by `kura bench` (Kura's NVMe/TCP initiator + internal/perf, one connection)"
+	return t, nil
+}
+
+// ParseKuraBench reads the JSON of `kura bench -o json`.
+func ParseKuraBench(out []byte) (Metrics, error) {
+	var r struct {
+		Ops       int64   `json:"ops"`
+		Errors    int64   `json:"errors"`
+		ElapsedNs int64   `json:"elapsed_ns"`
+		IOPS      float64 `json:"iops"`
+		MBps      float64 `json:"mbps"`
+		LatMean   int64   `json:"lat_mean_ns"`
+		LatP50    int64   `json:"lat_p50_ns"`
+		LatP99    int64   `json:"lat_p99_ns"`
+		CPUPerIO  int64   `json:"cpu_per_io_ns"`
+	}
+	i := strings.IndexByte(string(out), '{')
+	if i < 0 {
+		return Metrics{}, fmt.Errorf("no JSON in kura bench output %q", trim(out, 200))
+	}
+	if err := json.Unmarshal(out[i:], &r); err != nil {
+		return Metrics{}, fmt.Errorf("kura bench output: %w", err)
+	}
+	if r.Errors > 0 {
+		return Metrics{}, fmt.Errorf("kura bench: %d I/O errors", r.Errors)
+	}
+	if r.Ops == 0 {
+		return Metrics{}, fmt.Errorf("kura bench did no I/O")
+	}
+	return Metrics{
+		IOPS: r.IOPS, BWBytes: r.MBps * 1e6, LatMeanUs: float64(r.LatMean) / 1e3, LatP50Us: float64(r.LatP50) / 1e3,
+		LatP99Us: float64(r.LatP99) / 1e3, IOs: r.Ops, RuntimeMs: r.ElapsedNs / 1e6, ClientCPUUsPerIO: float64(r.CPUPerIO) / 1e3,
+	}, nil
 }
 
 func containsAny(s string, subs ...string) bool {

@@ -58,3 +58,23 @@ func TestParseFioErrors(t *testing.T) {
 		t.Errorf("minimal write job: %+v, %v", m, err)
 	}
 }
+
+func TestParseKuraBench(t *testing.T) {
+	out := []byte(`{
+  "block_size": 4096, "elapsed_ns": 2000000000, "errors": 0, "iops": 18700.5,
+  "lat_mean_ns": 1707100, "lat_p50_ns": 1500000, "lat_p99_ns": 4000000, "mbps": 76.6,
+  "ops": 37401, "cpu_per_io_ns": 21500, "queue_depth": 32, "rw": "randread", "uri": "nvmf://x"
+}`)
+	m, err := ParseKuraBench(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.IOPS != 18700.5 || m.LatMeanUs != 1707.1 || m.LatP99Us != 4000 || m.BWBytes != 76.6e6 || m.IOs != 37401 || m.ClientCPUUsPerIO != 21.5 || m.RuntimeMs != 2000 {
+		t.Errorf("%+v", m)
+	}
+	for _, bad := range []string{"", "kura: boom", `{"ops": 0}`, `{"ops": 5, "errors": 1}`} {
+		if _, err := ParseKuraBench([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
