@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -321,5 +323,37 @@ func TestAddRemoveChild(t *testing.T) {
 	got := make([]byte, 64<<10)
 	if _, err := n.ReadAt(got, 128<<10); err != nil || !bytes.Equal(got, fill(4, 64<<10)) {
 		t.Fatal("data lost")
+	}
+}
+
+func TestCorruptDirtyLogMeansFullRebuild(t *testing.T) {
+	e := newEnv(t, 4<<20)
+	cs := uris(2)
+	cfg := e.config(cs...)
+	n := e.newNexus(cfg)
+	n.OfflineChild(t.Context(), cs[1])
+	n.WriteAt(fill(1, 4096), 0)
+	n.crash()
+	logs, _ := filepath.Glob(filepath.Join(e.dir, "*.dlog"))
+	if len(logs) != 1 {
+		t.Fatal(logs)
+	}
+	os.WriteFile(logs[0], []byte("garbage"), 0o644)
+	n2 := e.newNexus(cfg)
+	if st := childState(n2, cs[1]); st.State != ChildFaulted || st.DirtySegments != 0 {
+		t.Fatalf("%+v", st)
+	}
+	if logs, _ := filepath.Glob(filepath.Join(e.dir, "*.dlog")); len(logs) != 0 {
+		t.Fatalf("corrupt log kept: %v", logs)
+	}
+	if err := n2.OnlineChild(t.Context(), cs[1]); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, n2, cs[1], ChildOpen, 5*time.Second)
+	if rec := lastRecord(t, n2); rec.Kind != "full" {
+		t.Fatalf("%+v", rec)
+	}
+	if e.sum(cs[0], n2.Size()) != e.sum(cs[1], n2.Size()) {
+		t.Fatal("differ")
 	}
 }

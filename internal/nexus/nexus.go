@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -265,7 +266,17 @@ func (n *Nexus) startLogLocked(c *child) error {
 	if c.log != nil {
 		return nil
 	}
-	l, _, err := rebuild.OpenLog(logPath(n.cfg.LogDir, n.cfg.UUID, c.uri), n.cfg.SegmentSize, n.nseg)
+	p := logPath(n.cfg.LogDir, n.cfg.UUID, c.uri)
+	l, _, err := rebuild.OpenLog(p, n.cfg.SegmentSize, n.nseg)
+	if errors.Is(err, rebuild.ErrLogCorrupt) || errors.Is(err, rebuild.ErrLogMismatch) {
+		// What the child missed is unknown: drop the log so the child gets
+		// a full rebuild (a fresh, empty log would under-copy) and so the
+		// bad file does not fault the child again on every restart.
+		if rerr := os.Remove(p); rerr != nil {
+			n.log.Warn("removing unusable dirty log", "path", p, "err", rerr)
+		}
+		return err
+	}
 	if err != nil {
 		return err
 	}
