@@ -34,13 +34,20 @@ func TestConformance(t *testing.T) {
 	size := int64(blockdevtest.MinSize)
 	open := func(kind string) func(t *testing.T) blockdev.Device {
 		return func(t *testing.T) blockdev.Device {
-			dev := mallocDev(t, 64<<20)
+			var dev blockdev.Device = mallocDev(t, 64<<20)
+			if kind == "thin512" {
+				m, err := blockdev.NewMalloc("pool512", 64<<20, 512)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dev = m
+			}
 			p := mkPool(t, dev, testCS)
 			var r *Replica
 			switch kind {
 			case "thick":
 				r = mustReplica(t, p, "r", size, false)
-			case "thin":
+			case "thin", "thin512":
 				r = mustReplica(t, p, "r", size, true)
 			case "clone":
 				src := mustReplica(t, p, "src", size, true)
@@ -68,7 +75,7 @@ func TestConformance(t *testing.T) {
 			return &closingReplica{Replica: r}
 		}
 	}
-	for _, kind := range []string{"thick", "thin", "clone"} {
+	for _, kind := range []string{"thick", "thin", "clone", "thin512"} {
 		t.Run(kind, func(t *testing.T) { blockdevtest.RunWith(t, opts, open(kind)) })
 	}
 }
