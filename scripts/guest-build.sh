@@ -96,26 +96,30 @@ kernel_pkg() {
 	echo "$p"
 }
 
-# Fast path: an existing image for the cached kernel version and this script.
-# Only look the kernel package up when no image exists (apt-cache is cheap but
-# the lists may be missing on a fresh machine).
-if [[ $FORCE == 0 && -z "${KURA_GUEST_KPKG:-}" ]]; then
+is_built() { [[ -f "$1/build-id" && "$(cat "$1/build-id")" == "$BUILD_ID" && -f "$1/vmlinuz" && -f "$1/initrd.cpio" ]]; }
+
+ensure_tools
+
+# The image is keyed by kernel version: ask apt (without updating) which
+# cloud kernel is current. Without package lists, reuse any image this
+# script built rather than running apt-get update.
+KPKG=${KURA_GUEST_KPKG:-}
+if [[ -z "$KPKG" ]]; then
+	KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)
+fi
+if [[ -z "$KPKG" && $FORCE == 0 ]]; then
 	for d in "$CACHE"/*/; do
-		[[ -f "$d/build-id" && -f "$d/vmlinuz" && -f "$d/initrd.cpio" ]] || continue
-		if [[ "$(cat "$d/build-id")" == "$BUILD_ID" ]]; then
-			ensure_tools
-			log "cached: ${d%/}"
+		if is_built "${d%/}"; then
+			log "cached (no apt lists): ${d%/}"
 			echo "${d%/}"
 			exit 0
 		fi
 	done
 fi
-
-ensure_tools
-KPKG=$(kernel_pkg)
+[[ -n "$KPKG" ]] || KPKG=$(kernel_pkg)
 KVER=${KPKG#linux-image-}
 OUT="$CACHE/$KVER"
-if [[ $FORCE == 0 && -f "$OUT/build-id" && "$(cat "$OUT/build-id")" == "$BUILD_ID" && -f "$OUT/vmlinuz" && -f "$OUT/initrd.cpio" ]]; then
+if [[ $FORCE == 0 ]] && is_built "$OUT"; then
 	log "cached: $OUT"
 	echo "$OUT"
 	exit 0
