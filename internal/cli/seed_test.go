@@ -181,3 +181,22 @@ func TestRestartReimportsPoolsAndShares(t *testing.T) {
 		t.Fatalf("pool list after restart:\n%s", got)
 	}
 }
+
+// TestLoopDeviceAndBackingFileAreOneDisk: a pool on a loop device makes its
+// backing file "in use", and the reverse.
+func TestLoopDeviceAndBackingFileAreOneDisk(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk")
+	zeroFile(t, img, 100<<20)
+	loop := loopDevice(t, img)
+	if loop == "" {
+		t.Skip("no loop device")
+	}
+	e := startEngineProc(t, filepath.Join(dir, "data"))
+	e.ok(t, "pool", "create", "tpool", loop)
+	e.fails(t, `is in use by pool "tpool"`, "pool", "create", "other", img)
+	e.fails(t, `is in use by pool "tpool"`, "bdev", "create", img)
+	if got := e.ok(t, "host", "info"); !strings.Contains(got, `pool "tpool"`) {
+		t.Fatalf("host info does not show the loop device in use:\n%s", got)
+	}
+}

@@ -37,7 +37,15 @@ func deviceKey(uri string) (string, error) {
 		var st unix.Stat_t
 		if err := unix.Stat(p, &st); err == nil {
 			if st.Mode&unix.S_IFMT == unix.S_IFBLK {
-				return fmt.Sprintf("blk:%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))), nil
+				maj, mnr := unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))
+				// A loop device is the same disk as its backing file.
+				if bf := readTrim(fmt.Sprintf("/sys/dev/block/%d:%d/loop/backing_file", maj, mnr)); bf != "" {
+					var bst unix.Stat_t
+					if err := unix.Stat(bf, &bst); err == nil {
+						return fmt.Sprintf("file:%d:%d", bst.Dev, bst.Ino), nil
+					}
+				}
+				return fmt.Sprintf("blk:%d:%d", maj, mnr), nil
 			}
 			return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino), nil
 		}

@@ -69,8 +69,8 @@ func sysBlockDevices(sysBlock string, claims map[string]string) []*enginev1.Bloc
 				bd.Model = "loop: " + bf
 			}
 		}
-		if dev := readTrim(filepath.Join(dir, "dev")); dev != "" {
-			if owner, ok := claims["blk:"+dev]; ok {
+		if key, err := deviceKey(bd.Path); err == nil {
+			if owner, ok := claims[key]; ok {
 				bd.InUseBy = owner
 			}
 		}
