@@ -2,6 +2,7 @@ package pool
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/kura-io/kura/internal/blockdev"
 )
@@ -13,8 +14,9 @@ var (
 	// ErrExists is returned when a name or UUID is taken by something
 	// different from what was asked for.
 	ErrExists = errors.New("pool: already exists")
-	// ErrAlreadyPool is returned by Create when the device holds a pool label.
-	ErrAlreadyPool = errors.New("pool: device already holds a pool")
+	// ErrAlreadyPool is returned by Create when the device holds a pool
+	// label. It wraps ErrExists.
+	ErrAlreadyPool = fmt.Errorf("%w: device already holds a pool", ErrExists)
 	// ErrNotAPool is returned by Import and Probe when no pool label exists.
 	ErrNotAPool = errors.New("pool: device holds no pool")
 	// ErrCorrupt is returned when on-disk metadata fails verification.

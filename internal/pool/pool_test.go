@@ -94,7 +94,7 @@ func TestCreateValidation(t *testing.T) {
 		t.Fatal("failed Create wrote to the device")
 	}
 	p := mkPool(t, dev, testCS)
-	if _, err := Create(ctx, dev, "again", CreateOptions{ClusterSize: testCS}); !errors.Is(err, ErrAlreadyPool) {
+	if _, err := Create(ctx, dev, "again", CreateOptions{ClusterSize: testCS}); !errors.Is(err, ErrAlreadyPool) || !errors.Is(err, ErrExists) {
 		t.Fatalf("second Create: %v", err)
 	}
 	if p.Stats().Clusters < 100 {
