@@ -103,9 +103,16 @@ ensure_tools
 # The image is keyed by kernel version: ask apt (without updating) which
 # cloud kernel is current. Without package lists, reuse any image this
 # script built rather than running apt-get update.
+# apt-cache costs about a CPU second, so its answer is remembered until the
+# package lists change (apt-get update).
 KPKG=${KURA_GUEST_KPKG:-}
+LISTS_STAMP=$(stat -c %Y /var/lib/apt/lists 2>/dev/null || echo none)
+if [[ -z "$KPKG" && -f "$CACHE/.kpkg" && "$(head -1 "$CACHE/.kpkg")" == "$LISTS_STAMP" ]]; then
+	KPKG=$(sed -n 2p "$CACHE/.kpkg")
+fi
 if [[ -z "$KPKG" ]]; then
 	KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)
+	[[ -n "$KPKG" ]] && printf '%s\n%s\n' "$LISTS_STAMP" "$KPKG" > "$CACHE/.kpkg"
 fi
 if [[ -z "$KPKG" && $FORCE == 0 ]]; then
 	for d in "$CACHE"/*/; do
