@@ -115,12 +115,14 @@ func (c *controller) detachIO(qid uint16, q *queue) {
 }
 
 // destroy deletes the controller: fails outstanding AERs with Internal
-// Error|DNR, closes every queue and forgets the controller. Idempotent.
-func (c *controller) destroy(reason string) {
+// Error|DNR, closes every queue and forgets the controller. Idempotent. It
+// returns the queues it closed (their done channels tell when their I/O
+// has drained).
+func (c *controller) destroy(reason string) []*queue {
 	c.mu.Lock()
 	if c.dead {
 		c.mu.Unlock()
-		return
+		return nil
 	}
 	c.dead = true
 	c.csts |= nvme.CSTSFatal
@@ -146,6 +148,7 @@ func (c *controller) destroy(reason string) {
 		q.shutdown()
 	}
 	c.s.t.log.Debug("controller deleted", "nqn", c.s.nqn, "cntlid", c.id, "reason", reason)
+	return qs
 }
 
 // addAER holds an Asynchronous Event Request. It returns false (and sets

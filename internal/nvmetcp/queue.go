@@ -90,10 +90,11 @@ type queue struct {
 	wwg      sync.WaitGroup
 
 	closeOnce sync.Once
+	done      chan struct{} // closed when serve has torn the queue down
 }
 
 func newQueue(t *Target, c net.Conn) *queue {
-	q := &queue{t: t, conn: c}
+	q := &queue{t: t, conn: c, done: make(chan struct{})}
 	q.rd.c = c
 	q.br = bufio.NewReaderSize(&q.rd, 64<<10)
 	q.dec = NewDecoder(q.br, true, Limits{MaxICD: maxICD, MaxH2CData: maxTransfer})
@@ -142,6 +143,7 @@ func (q *queue) shutdown() {
 }
 
 func (q *queue) serve() {
+	defer close(q.done)
 	log := q.t.log.With("remote", q.conn.RemoteAddr().String())
 	err := q.handshake()
 	for err == nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/nvme"
@@ -49,6 +50,15 @@ func newSubsystem(t *Target, cfg SubsystemConfig) *subsystem {
 	}
 	if s.model == "" {
 		s.model = "Kura"
+	}
+	if s.uuid == ([16]byte{}) && s.nguid == ([16]byte{}) && !s.discovery && cfg.NQN != nvme.DiscoveryNQN {
+		// Linux wants unique IDs for shared namespaces: derive a stable
+		// UUID (version 5 style) from the NQN, and use it as NGUID too.
+		sum := sha256.Sum256([]byte("kura-ns:" + cfg.NQN))
+		copy(s.uuid[:], sum[:16])
+		s.uuid[6] = s.uuid[6]&0x0F | 0x50
+		s.uuid[8] = s.uuid[8]&0x3F | 0x80
+		s.nguid = s.uuid
 	}
 	if s.dev != nil {
 		s.bs = s.dev.BlockSize()
@@ -110,11 +120,27 @@ func (s *subsystem) controllers() []*controller {
 	return out
 }
 
+// destroyAll deletes every controller and waits (up to drainTimeout) until
+// their queues have finished the commands they were executing, so the
+// caller may close the device afterwards.
 func (s *subsystem) destroyAll(reason string) {
+	var qs []*queue
 	for _, c := range s.controllers() {
-		c.destroy(reason)
+		qs = append(qs, c.destroy(reason)...)
+	}
+	t := time.NewTimer(drainTimeout)
+	defer t.Stop()
+	for _, q := range qs {
+		select {
+		case <-q.done:
+		case <-t.C:
+			s.t.log.Warn("queues still busy after removing subsystem", "nqn", s.nqn)
+			return
+		}
 	}
 }
+
+const drainTimeout = 30 * time.Second
 
 // postAEN offers an asynchronous event to every controller that enabled it.
 func (s *subsystem) postAEN(aecBit, result uint32) {
