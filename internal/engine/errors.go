@@ -39,11 +39,15 @@ var (
 )
 
 // codeTable maps error classes to gRPC codes, checked in order with
-// errors.Is. It is the only place errors become status codes.
+// errors.Is (specific errors before the general ones they wrap). It is the
+// only place errors become status codes.
 var codeTable = []struct {
 	err  error
 	code codes.Code
 }{
+	// pool.ErrAlreadyPool wraps pool.ErrExists, but a disk that already
+	// holds a pool is a precondition failure, not a name clash.
+	{pool.ErrAlreadyPool, codes.FailedPrecondition},
 	{ErrNotFound, codes.NotFound},
 	{pool.ErrNotFound, codes.NotFound},
 	{blockdev.ErrNotFound, codes.NotFound},
@@ -76,7 +80,6 @@ var codeTable = []struct {
 	{ErrInUse, codes.FailedPrecondition},
 	{pool.ErrInUse, codes.FailedPrecondition},
 	{pool.ErrHasDependents, codes.FailedPrecondition},
-	{pool.ErrAlreadyPool, codes.FailedPrecondition},
 	{pool.ErrNotAPool, codes.FailedPrecondition},
 	{blockdev.ErrBusy, codes.FailedPrecondition},
 	{nexus.ErrLastHealthy, codes.FailedPrecondition},

@@ -145,6 +145,16 @@ func TestBadInput(t *testing.T) {
 				Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NBD, AllowedHosts: []string{"nqn.2014-08.org.nvmexpress:uuid:x"}}})
 			return err
 		}, codes.InvalidArgument},
+		{"create and share with a bad NQN", func() error {
+			_, err := te.replica.CreateReplica(ctx, &enginev1.CreateReplicaRequest{Pool: "tpool", Name: "r9", Size: 4 << 20,
+				Share: &enginev1.ShareOptions{AllowedHosts: []string{"bogus"}}})
+			return err
+		}, codes.InvalidArgument},
+		{"create and share with a taken export name", func() error {
+			_, err := te.replica.CreateReplica(ctx, &enginev1.CreateReplicaRequest{Pool: "tpool", Name: "m0", Size: 4 << 20,
+				Share: &enginev1.ShareOptions{Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NBD}})
+			return err
+		}, codes.AlreadyExists},
 		{"bdev name taken", func() error {
 			_, err := te.bdev.CreateBdev(ctx, &enginev1.CreateBdevRequest{Uri: "malloc:///m0?size_mb=16"})
 			return err

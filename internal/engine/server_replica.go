@@ -30,7 +30,7 @@ func (e *Engine) CreateReplica(ctx context.Context, req *enginev1.CreateReplicaR
 	if req.GetSize() > 1<<62 {
 		return nil, fmt.Errorf("%w: replica size %d too large", ErrInvalidArgument, req.GetSize())
 	}
-	if req.GetShare() != nil && req.GetShare().GetProtocol() != enginev1.ShareProtocol_SHARE_PROTOCOL_NONE {
+	if req.GetShare() != nil { // protocol NONE in ShareOptions means the default, NVMF
 		if err := checkShareOptions(req.GetShare()); err != nil {
 			return nil, err
 		}
@@ -58,6 +58,7 @@ func (e *Engine) CreateReplica(ctx context.Context, req *enginev1.CreateReplicaR
 	}
 	e.mu.RUnlock()
 
+	_, existed := pe.p.Replica(req.GetName())
 	r, err := pe.p.CreateReplica(ctx, req.GetName(), pool.ReplicaOptions{
 		Size: int64(req.GetSize()), Thin: req.GetThin(), UUID: req.GetUuid(),
 	})
@@ -65,9 +66,14 @@ func (e *Engine) CreateReplica(ctx context.Context, req *enginev1.CreateReplicaR
 		return nil, fmt.Errorf("create replica %q in pool %q: %w", req.GetName(), pe.name, err)
 	}
 	info := r.Info()
-	if so := req.GetShare(); so != nil && so.GetProtocol() != enginev1.ShareProtocol_SHARE_PROTOCOL_NONE {
+	if so := req.GetShare(); so != nil {
 		rec := shareRecordFor("replica", pe.name, info.UUID, so)
-		if _, err := e.shareLocked(ctx, rec); err != nil && !errors.Is(err, ErrExists) {
+		if _, err := e.shareLocked(ctx, rec); err != nil {
+			if existed != nil { // the replica is new: undo, nothing changed
+				if derr := pe.p.DestroyReplica(ctx, info.UUID); derr != nil {
+					e.log.Error("undo replica create", "replica", info.Name, "err", derr)
+				}
+			}
 			return nil, err
 		}
 		if err := e.save(); err != nil {
