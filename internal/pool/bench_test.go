@@ -2,8 +2,8 @@ package pool
 
 import (
 	"fmt"
-	"slices"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"

@@ -221,7 +221,9 @@ func TestCrash(t *testing.T) {
 	}
 	model := map[string]*cvol{}
 	var totalLines, totalVols int
-	defer func() { t.Logf("%d cycles, %d reported operations, %d volumes verified", cycles, totalLines, totalVols) }()
+	defer func() {
+		t.Logf("%d cycles, %d reported operations, %d volumes verified", cycles, totalLines, totalVols)
+	}()
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	for cycle := 1; cycle <= cycles; cycle++ {
 		delay := time.Duration(5+r.IntN(150)) * time.Millisecond

@@ -161,7 +161,7 @@ func TestResize(t *testing.T) {
 		expect(t, "after grow", read(t, r, 1<<20, 0), d)
 		write(t, r, d, 1<<20)
 		// Shrink to a size that is not a cluster multiple, then grow back.
-		if err := r.Resize(512 << 10 + 4096); err != nil {
+		if err := r.Resize(512<<10 + 4096); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.ReadAt(make([]byte, 4096), 1<<20); !errors.Is(err, blockdev.ErrOutOfRange) {
