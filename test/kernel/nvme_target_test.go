@@ -13,6 +13,7 @@ import (
 
 	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/guest"
+	"github.com/kura-io/kura/internal/nvme"
 	"github.com/kura-io/kura/internal/nvmetcp"
 )
 
@@ -164,6 +165,22 @@ check restart_seen_by_kernel wait_for 30 kura_not grep -q live /sys/class/nvme/$
 check reconnected_live wait_for 60 grep -q live /sys/class/nvme/${FC##*/}/state
 check restart_data_intact sh -c "test \"\$(dd if=$FD bs=1M skip=8 count=1 iflag=direct 2>/dev/null | md5sum)\" = \"\$(md5sum < /tmp/before)\""
 check restart_rw rw $FD 65536 8 40
+# ANA: the host makes the subsystem's ANA group inaccessible; the kernel
+# learns it (AEN + ANA log), queues new I/O instead of failing it, and
+# completes it once the group is optimized again.
+anais() { cat /sys/class/nvme/${FC##*/}/nvme*c*n*/ana_state | tee /dev/stderr | grep -qx "$1"; }
+check ana_initial_optimized anais optimized
+echo ANA-INACCESSIBLE
+check ana_inaccessible_seen wait_for 30 anais inaccessible
+dd if=/dev/urandom of=/tmp/ana bs=64k count=1 2>/dev/null
+(dd if=/tmp/ana of=$FD bs=64k seek=100 count=1 oflag=direct conv=notrunc 2>/dev/null; echo $? > /tmp/ana.rc) &
+sleep 2
+check ana_io_queued test ! -f /tmp/ana.rc
+echo ANA-OPTIMIZED
+check ana_optimized_seen wait_for 30 anais optimized
+check ana_io_completed wait_for 30 test -f /tmp/ana.rc
+check ana_io_succeeded sh -c 'cat /tmp/ana.rc; test "$(cat /tmp/ana.rc)" = 0'
+check ana_data sh -c "test \"\$(dd if=$FD bs=64k skip=100 count=1 iflag=direct 2>/dev/null | md5sum)\" = \"\$(md5sum < /tmp/ana)\""
 check file_ext4 fs_cycle $FD
 check file_disconnect sh -c "nvme disconnect -n $F | grep -q disconnected"
 check file_dev_gone wait_for 10 kura_not nsdev $F
@@ -187,6 +204,16 @@ sleep 25
 		cur.Store(startTarget(fmt.Sprintf("127.0.0.1:%d", port)))
 		t.Logf("target restarted on port %d", port)
 	}
+	if err := g.WaitFor(ctx, "ANA-INACCESSIBLE"); err == nil {
+		if err := cur.Load().SetANAState(fileNQN, nvme.ANAInaccessible); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := g.WaitFor(ctx, "ANA-OPTIMIZED"); err == nil {
+		if err := cur.Load().SetANAState(fileNQN, nvme.ANAOptimized); err != nil {
+			t.Error(err)
+		}
+	}
 	kaErr := g.WaitFor(ctx, "KA-LINK-DOWN")
 	var reaped time.Duration
 	if kaErr == nil {
@@ -201,6 +228,7 @@ sleep 25
 	guest.ReportChecks(t, out, append(nvmeChecks, "bad_host_refused", "connect_second_host",
 		"resv_register_a", "resv_acquire_a_write_exclusive", "resv_we_blocks_other_write", "resv_preempt_b",
 		"resv_report_empty", "connect_file", "file_rw_1m", "restart_seen_by_kernel", "reconnected_live", "restart_data_intact", "restart_rw",
+		"ana_inaccessible_seen", "ana_io_queued", "ana_optimized_seen", "ana_io_succeeded", "ana_data",
 		"file_ext4", "file_disconnect", "ka_connect")...)
 	if kaErr != nil {
 		t.Fatalf("guest never reached the keep-alive step: %v", kaErr)
