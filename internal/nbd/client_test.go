@@ -32,6 +32,7 @@ type testClient struct {
 	desc    string
 	gotName string
 
+	bs   []byte   // payload of the last BLOCK_STATUS chunk
 	hdr  [32]byte // receive scratch
 	shdr [28]byte // send scratch (a sender goroutine may run beside recv)
 	next uint64
@@ -271,6 +272,15 @@ func (c *testClient) recv(readLen func(cookie uint64) (uint32, uint64), buf []by
 			if _, err := io.ReadFull(c.br, buf[off-base:off-base+uint64(n-8)]); err != nil {
 				return 0, 0, err
 			}
+		case 5:
+			d := make([]byte, n)
+			if _, err := io.ReadFull(c.br, d); err != nil {
+				return 0, 0, err
+			}
+			if n < 12 || (n-4)%8 != 0 {
+				return 0, 0, fmt.Errorf("BLOCK_STATUS chunk length %d", n)
+			}
+			c.bs = d
 		case 0x8001:
 			if n < 6 {
 				return 0, 0, fmt.Errorf("ERROR chunk length %d", n)

@@ -49,6 +49,8 @@ type conn struct {
 	minBlock   uint64
 	readOnly   bool
 	structured bool
+	// blockStatusOn: base:allocation was selected for this export.
+	blockStatusOn bool
 
 	free     chan *request // idle slots
 	work     chan *request // slots for the workers
@@ -153,6 +155,8 @@ func (c *conn) transmit(e *export) error {
 	c.minBlock = uint64(e.dev.BlockSize())
 	c.readOnly = e.opts.ReadOnly
 	c.structured = c.neg.structured
+	c.blockStatusOn = c.neg.blockStatus
+	c.neg.metaExp = nil
 	c.neg.buf = nil
 
 	slots := make([]request, numSlots)

@@ -99,7 +99,8 @@ func FuzzHandshake(f *testing.F) {
 }
 
 // FuzzRequest fuzzes the transmission phase after a valid handshake; the
-// first input byte selects structured replies.
+// first input byte selects structured replies (bit 0) and base:allocation
+// block status (bit 1).
 func FuzzRequest(f *testing.F) {
 	w := bytes.Repeat([]byte{0x5a}, 4096)
 	f.Add(byte(0), cat(req(0, cmdWrite, 1, 0, 4096, w), req(0, cmdRead, 2, 0, 4096, nil), req(0, cmdDisc, 3, 0, 0, nil)))
@@ -107,12 +108,17 @@ func FuzzRequest(f *testing.F) {
 		req(cmdFlagNoHole, cmdWriteZeroes, 3, 0, 8192, nil), req(0, cmdTrim, 4, 4096, 4096, nil), req(0, cmdCache, 5, 0, 512, nil)))
 	f.Add(byte(1), cat(req(0, cmdRead, 1, 1<<20, 512, nil), req(0, cmdRead, 2, 3, 512, nil), req(0, 77, 3, 0, 0, nil),
 		req(0xffff, cmdRead, 4, 0, 512, nil), req(0, cmdBlockStatus, 5, 0, 512, nil), req(0, cmdRead, 6, 0, 0, nil)))
+	f.Add(byte(2), cat(req(0, cmdWrite, 1, 4096, 4096, w), req(0, cmdBlockStatus, 2, 0, 1<<20, nil),
+		req(cmdFlagReqOne, cmdBlockStatus, 3, 512, 8192, nil), req(0, cmdBlockStatus, 4, 0, 0xffffffff, nil)))
 	f.Add(byte(0), req(0, cmdWrite, 1, 0, 0xffffffff, nil))
 	f.Add(byte(0), req(0, cmdWrite, 1, 0, 4096, w[:100]))
 	f.Add(byte(1), []byte{0x25, 0x60, 0x95, 0x13, 0, 0})
 	f.Fuzz(func(t *testing.T, mode byte, in []byte) {
 		var pre []byte
-		if mode&1 != 0 {
+		if mode&2 != 0 {
+			pre = cat(clientFlags, opt(optStructuredReply, nil),
+				opt(optSetMetaContext, metaData("disk", "base:allocation")), opt(optGo, infoData("disk")))
+		} else if mode&1 != 0 {
 			pre = cat(clientFlags, opt(optStructuredReply, nil), opt(optGo, infoData("disk")))
 		} else {
 			pre = cat(clientFlags, opt(optGo, infoData("disk")))

@@ -19,7 +19,11 @@ const maxOptions = 4096
 type negotiation struct {
 	noZeroes   bool // both sides agreed to omit the 124 padding bytes
 	structured bool // NBD_OPT_STRUCTURED_REPLY was acknowledged
-	buf        []byte
+	// metaExp is the export the last SET_META_CONTEXT selected
+	// base:allocation for (nil: none); blockStatus is set when GO picks it.
+	metaExp     *export
+	blockStatus bool
+	buf         []byte
 }
 
 // negotiate runs the handshake on c and returns the export the client

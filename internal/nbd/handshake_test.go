@@ -70,8 +70,10 @@ func TestOptionErrors(t *testing.T) {
 		{optGo, infoData("nope"), repErrUnknown},
 		{optStructuredReply, nil, repAck},
 		{optStructuredReply, nil, repErrInvalid}, // twice
-		{optListMetaContext, metaData("disk", "base:allocation"), repAck},
-		{optSetMetaContext, metaData("disk", "base:allocation"), repAck},
+		{optListMetaContext, metaData("disk", "qemu:dirty-bitmap:x"), repAck},
+		{optSetMetaContext, metaData("disk", "qemu:allocation-depth"), repAck},
+		{optSetMetaContext, metaData("nope", "base:allocation"), repErrUnknown},
+		{optSetMetaContext, []byte{0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, repErrInvalid},
 		{optSetMetaContext, []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9}, repErrInvalid},
 	}
 	for i, tc := range cases {

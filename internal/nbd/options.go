@@ -50,35 +50,40 @@ func parseInfoRequest(data []byte) (infoRequest, error) {
 	return r, nil
 }
 
-// parseMetaContext validates NBD_OPT_LIST/SET_META_CONTEXT data: name
+// parseMetaContext decodes NBD_OPT_LIST/SET_META_CONTEXT data: name
 // length (4), name, query count (4), then count × (length (4) + query).
-// It returns the number of queries.
-func parseMetaContext(data []byte) (string, int, error) {
+// Every length is checked against the remaining data before use.
+func parseMetaContext(data []byte) (string, []string, error) {
 	if len(data) < 8 {
-		return "", 0, fmt.Errorf("%w: meta context data too short", errBadOption)
+		return "", nil, fmt.Errorf("%w: meta context data too short", errBadOption)
 	}
 	nameLen := binary.BigEndian.Uint32(data)
 	if uint64(nameLen) > uint64(len(data)-8) || nameLen > maxStringLen {
-		return "", 0, fmt.Errorf("%w: meta context name length %d", errBadOption, nameLen)
+		return "", nil, fmt.Errorf("%w: meta context name length %d", errBadOption, nameLen)
 	}
 	name := string(data[4 : 4+nameLen])
 	rest := data[4+nameLen:]
 	count := binary.BigEndian.Uint32(rest)
 	rest = rest[4:]
+	if uint64(count)*4 > uint64(len(rest)) {
+		return "", nil, fmt.Errorf("%w: %d meta context queries in %d bytes", errBadOption, count, len(rest))
+	}
+	queries := make([]string, 0, count)
 	for i := uint32(0); i < count; i++ {
 		if len(rest) < 4 {
-			return "", 0, fmt.Errorf("%w: meta context query %d truncated", errBadOption, i)
+			return "", nil, fmt.Errorf("%w: meta context query %d truncated", errBadOption, i)
 		}
 		ql := binary.BigEndian.Uint32(rest)
 		if uint64(ql) > uint64(len(rest)-4) || ql > maxStringLen {
-			return "", 0, fmt.Errorf("%w: meta context query %d length %d", errBadOption, i, ql)
+			return "", nil, fmt.Errorf("%w: meta context query %d length %d", errBadOption, i, ql)
 		}
+		queries = append(queries, string(rest[4:4+ql]))
 		rest = rest[4+ql:]
 	}
 	if len(rest) != 0 {
-		return "", 0, fmt.Errorf("%w: %d trailing bytes after meta context queries", errBadOption, len(rest))
+		return "", nil, fmt.Errorf("%w: %d trailing bytes after meta context queries", errBadOption, len(rest))
 	}
-	return name, int(count), nil
+	return name, queries, nil
 }
 
 // handleOption answers one option. It returns the export when negotiation
@@ -116,15 +121,7 @@ func (c *conn) handleOption(opt uint32, data []byte) (*export, error) {
 		c.neg.structured = true
 		return nil, c.optReply(opt, repAck, nil)
 	case optListMetaContext, optSetMetaContext:
-		// No meta contexts are offered: validate and answer with none, so
-		// clients go on without block status.
-		if opt == optSetMetaContext && !c.neg.structured {
-			return nil, c.optReply(opt, repErrInvalid, []byte("structured replies not negotiated"))
-		}
-		if _, _, err := parseMetaContext(data); err != nil {
-			return nil, c.optReply(opt, repErrInvalid, []byte(err.Error()))
-		}
-		return nil, c.optReply(opt, repAck, nil)
+		return nil, c.optMetaContext(opt, data)
 	default:
 		return nil, c.optReply(opt, repErrUnsup, []byte("option not supported"))
 	}
@@ -202,6 +199,7 @@ func (c *conn) optInfoGo(opt uint32, data []byte) (*export, error) {
 	if opt == optInfo {
 		return nil, c.optReply(opt, repAck, nil)
 	}
+	c.neg.blockStatus = c.neg.structured && c.neg.metaExp == e
 	if err := c.optReply(opt, repAck, nil); err != nil {
 		return nil, err
 	}

@@ -236,3 +236,31 @@ func testFioVerify(t *testing.T, kind string) {
 		t.Fatalf("fio:\n%s", out)
 	}
 }
+
+// TestRealBlockStatus: nbdinfo --map and qemu-img map read base:allocation.
+func TestRealBlockStatus(t *testing.T) {
+	testtool.Require(t, "nbdinfo", "qemu-img")
+	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dev, _ := blockdev.NewMalloc("map", 8<<20, 512)
+	if _, err := dev.WriteAt(bytes.Repeat([]byte{1}, 4096), 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddExport("map", dev, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	uri := uriOf(s, "map")
+	out := run(t, "nbdinfo", "--map", uri)
+	fields := strings.Fields(out)
+	want := strings.Fields(`0 2097152 3 hole,zero 2097152 1048576 0 data 3145728 5242880 3 hole,zero`)
+	if strings.Join(fields, " ") != strings.Join(want, " ") {
+		t.Fatalf("nbdinfo --map:\n%s", out)
+	}
+	out = run(t, "qemu-img", "map", "-f", "raw", "--output=json", uri)
+	if !strings.Contains(out, `"start": 2097152, "length": 1048576, "depth": 0, "present": true, "zero": false, "data": true`) {
+		t.Fatalf("qemu-img map:\n%s", out)
+	}
+}

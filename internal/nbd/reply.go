@@ -27,6 +27,14 @@ func (c *conn) reply(r *request, code uint32, flush bool) {
 		binary.BigEndian.PutUint32(h[16:], 8+r.length)
 		binary.BigEndian.PutUint64(h[20:], r.off)
 		data = (*r.bufp)[:r.length]
+	case c.structured && r.typ == cmdBlockStatus:
+		binary.BigEndian.PutUint32(h[0:], magicStructReply)
+		binary.BigEndian.PutUint16(h[4:], replyFlagDone)
+		binary.BigEndian.PutUint16(h[6:], replyTypeBlockStatus)
+		binary.BigEndian.PutUint64(h[8:], r.cookie)
+		binary.BigEndian.PutUint32(h[16:], uint32(r.replyLen))
+		h = h[:structReplyLen]
+		data = (*r.bufp)[:r.replyLen]
 	case c.structured && r.typ == cmdRead:
 		binary.BigEndian.PutUint32(h[0:], magicStructReply)
 		binary.BigEndian.PutUint16(h[4:], replyFlagDone)

@@ -16,10 +16,11 @@ type request struct {
 	off    uint64
 	length uint32
 
-	bufp    *[]byte // pooled payload buffer, kept across requests when small
-	charged int64   // bytes taken from the connection budget
-	hdr     [requestHeaderLen]byte
-	rhdr    [structReplyLen + 8]byte // reply header scratch
+	bufp     *[]byte // pooled payload buffer, kept across requests when small
+	charged  int64   // bytes taken from the connection budget
+	replyLen int     // BLOCK_STATUS payload bytes in bufp
+	hdr      [requestHeaderLen]byte
+	rhdr     [structReplyLen + 8]byte // reply header scratch
 }
 
 // decodeRequest parses a 28-byte request header. A bad magic is a protocol
@@ -109,7 +110,12 @@ func (c *conn) validate(r *request) uint32 {
 		}
 		return 0
 	case cmdCache:
-	default: // BLOCK_STATUS (no meta context offered) and unknown commands
+	case cmdBlockStatus:
+		if !c.blockStatusOn || r.length == 0 {
+			return errInval
+		}
+		allowed |= cmdFlagReqOne
+	default: // unknown commands
 		return errInval
 	}
 	if r.flags&^allowed != 0 {
@@ -165,6 +171,8 @@ func (c *conn) execute(r *request) uint32 {
 		}
 	case cmdCache:
 		return 0
+	case cmdBlockStatus:
+		return c.blockStatus(r)
 	}
 	if err == nil && r.flags&cmdFlagFUA != 0 {
 		err = c.dev.Flush()
