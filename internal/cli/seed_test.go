@@ -137,7 +137,12 @@ func TestRestartReimportsPoolsAndShares(t *testing.T) {
 	if !strings.HasPrefix(nvmfURI, "nvmf://") || !strings.HasSuffix(nvmfURI, "/nqn.2019-05.io.kura:r2") {
 		t.Fatalf("nvmf share URI %q", nvmfURI)
 	}
-	e.ok(t, "bdev", "create", "malloc:///m0?size_mb=8")
+	if got := e.ok(t, "bdev", "create", "malloc:///m0?size_mb=8"); got != "m0\n" {
+		t.Fatalf("bdev create printed %q", got)
+	}
+	if got := e.ok(t, "bdev", "share", "m0", "--protocol", "nbd"); got != "nbd://"+e.nbd+"/m0\n" {
+		t.Fatalf("bdev share printed %q", got)
+	}
 	before := e.ok(t, "replica", "list", "-o", "json")
 	e.stop(t)
 
@@ -174,8 +179,15 @@ func TestRestartReimportsPoolsAndShares(t *testing.T) {
 	if s := rl.Replicas[1].Share; s.Protocol != "SHARE_PROTOCOL_NVMF" || len(s.AllowedHosts) != 1 || s.AllowedHosts[0] != hostNQN || s.AllowAnyHost {
 		t.Fatalf("r2 share after restart: %+v", s)
 	}
-	if got := e2.ok(t, "bdev", "list"); !strings.Contains(got, "m0") {
-		t.Fatalf("bdev list after restart:\n%s", got)
+	wantBdevs := "" +
+		"NAME                         SIZE  BLKSZ SHARE URI\n" +
+		"m0                        8.0 MiB    512 nbd   nbd://" + e2.nbd + "/m0\n"
+	if got := e2.ok(t, "bdev", "list"); got != wantBdevs {
+		t.Fatalf("bdev list after restart:\n%s\nwant:\n%s", got, wantBdevs)
+	}
+	e2.ok(t, "bdev", "destroy", "m0")
+	if got := e2.ok(t, "bdev", "list"); got != "No bdevs have been created\n" {
+		t.Fatalf("bdev list after destroy: %q", got)
 	}
 	if got := e2.ok(t, "pool", "list"); !strings.Contains(got, "tpool                online") {
 		t.Fatalf("pool list after restart:\n%s", got)
