@@ -103,6 +103,9 @@ func TestRebuildDestinationFailure(t *testing.T) {
 		t.Fatalf("destination failed but child is %+v", st)
 	}
 	if st.State == ChildFaulted {
+		for i := 0; i < 1000 && len(n.RebuildHistory()) == 0; i++ {
+			time.Sleep(time.Millisecond) // the job's end is recorded asynchronously
+		}
 		h := n.RebuildHistory()
 		if len(h) != 1 || h[0].State == rebuild.Completed {
 			t.Fatalf("history %+v", h)
