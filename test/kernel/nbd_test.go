@@ -19,7 +19,7 @@ import (
 func TestKernelNBDClient(t *testing.T) {
 	t.Parallel()
 	guest.EnsureImage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
 	const size = 64 << 20
@@ -98,7 +98,7 @@ check pattern pattern
 check disconnect nbd-client -d /dev/nbd0
 `, port, size)
 	start := time.Now()
-	out, err := guest.Run(ctx, t, guest.Options{Script: script, HostPorts: []int{port}})
+	out, err := guest.Run(ctx, t, guest.Options{Script: script, HostPorts: []int{port}, Timeout: 5 * time.Minute})
 	t.Logf("guest scenario took %v", time.Since(start))
 	guest.ReportChecks(t, out, "connect", "size", "rw_4k", "rw_64k", "rw_1m", "wrong_export", "discard",
 		"multiconn_rw", "multiconn_cross_a_to_b", "multiconn_cross_b_to_a", "ro_flag", "ro_read", "ro_write", "ext4_cycle", "pattern", "disconnect")

@@ -27,7 +27,7 @@ func TestReferenceNvmetScript(t *testing.T) {
 	const size = 64 << 20
 	script := guest.NvmetTarget{NQN: nqn, SizeMiB: size >> 20, Hosts: []string{hostNQN}}.Script() +
 		nvmeScript(nvmeScriptParams{Addr: "127.0.0.1", Port: 4420, NQN: nqn, Size: size, BadHost: true})
-	out, err := guest.Run(context.Background(), t, guest.Options{Script: script})
+	out, err := guest.Run(context.Background(), t, guest.Options{Script: script, Timeout: 5 * time.Minute})
 	guest.ReportChecks(t, out, append(nvmeChecks, "bad_host_refused")...)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func (w *ctrlWatcher) controllers(nqn string) int {
 func TestKernelInitiatorToKuraTarget(t *testing.T) {
 	t.Parallel()
 	guest.EnsureImage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
 	const (
@@ -195,7 +195,7 @@ ip link set eth0 down
 sleep 25
 `, fileNQN)
 	start := time.Now()
-	g, err := guest.Start(ctx, t, guest.Options{Script: script, HostPorts: []int{port}})
+	g, err := guest.Start(ctx, t, guest.Options{Script: script, HostPorts: []int{port}, Timeout: 5 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
