@@ -6,16 +6,27 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
 )
 
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // measure runs 4 KiB random I/O from benchQD goroutines on d for dur and
-// returns IOPS.
-func measure(b *testing.B, d blockdev.Device, span int64, write bool, dur time.Duration, seed uint64) float64 {
+// returns IOPS and process CPU nanoseconds per I/O (a load-robust cost
+// measure on shared CPUs: other processes change IOPS much more than the
+// CPU each I/O costs).
+func measure(b *testing.B, d blockdev.Device, span int64, write bool, dur time.Duration, seed uint64) (float64, float64) {
 	var ops atomic.Int64
+	cpu0 := cpuTime()
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(dur)
 	start := time.Now()
@@ -43,7 +54,8 @@ func measure(b *testing.B, d blockdev.Device, span int64, write bool, dur time.D
 		})
 	}
 	wg.Wait()
-	return float64(ops.Load()) / time.Since(start).Seconds()
+	n := float64(ops.Load())
+	return n / time.Since(start).Seconds(), float64(cpuTime()-cpu0) / n
 }
 
 // BenchmarkPairedRandIO measures the raw backing device, a thick replica
@@ -62,16 +74,19 @@ func BenchmarkPairedRandIO(b *testing.B) {
 					benchTarget(b, backend, "thin"),
 				}
 				b.ResetTimer()
-				var iops [3][]float64
-				var thickRaw, thinThick []float64
+				var iops, cpu [3][]float64
+				var thickRaw, thinThick, cpuThick, cpuThin []float64
 				for round := 0; round < rounds; round++ {
-					var x [3]float64
+					var x, c [3]float64
 					for i, d := range targets {
-						x[i] = measure(b, d, benchSpan, op == "write", slice, uint64(round*3+i))
+						x[i], c[i] = measure(b, d, benchSpan, op == "write", slice, uint64(round*3+i))
 						iops[i] = append(iops[i], x[i])
+						cpu[i] = append(cpu[i], c[i])
 					}
 					thickRaw = append(thickRaw, x[1]/x[0])
 					thinThick = append(thinThick, x[2]/x[1])
+					cpuThick = append(cpuThick, c[1]/c[0])
+					cpuThin = append(cpuThin, c[2]/c[1])
 				}
 				med := func(v []float64) float64 { v = slices.Clone(v); slices.Sort(v); return v[len(v)/2] }
 				b.ReportMetric(med(iops[0]), "raw-IOPS")
@@ -79,6 +94,11 @@ func BenchmarkPairedRandIO(b *testing.B) {
 				b.ReportMetric(med(iops[2]), "thin-IOPS")
 				b.ReportMetric(100*med(thickRaw), "thick/raw-%")
 				b.ReportMetric(100*med(thinThick), "thin/thick-%")
+				b.ReportMetric(med(cpu[0]), "raw-cpu-ns/op")
+				b.ReportMetric(med(cpu[1]), "thick-cpu-ns/op")
+				b.ReportMetric(med(cpu[2]), "thin-cpu-ns/op")
+				b.ReportMetric(100*med(cpuThick), "thick/raw-cpu-%")
+				b.ReportMetric(100*med(cpuThin), "thin/thick-cpu-%")
 				b.Logf("%s/%s per-round thick/raw: %s", backend, op, pct(thickRaw))
 			})
 		}
@@ -130,16 +150,19 @@ func BenchmarkPairedCloneRead(b *testing.B) {
 				targets = append(targets, cur)
 			}
 			b.ResetTimer()
-			var iops [3][]float64
-			var r1, r64 []float64
+			var iops, cpu [3][]float64
+			var r1, r64, c1, c64 []float64
 			for round := 0; round < rounds; round++ {
-				var x [3]float64
+				var x, c [3]float64
 				for i, d := range targets {
-					x[i] = measure(b, d, span, false, slice, uint64(round*3+i))
+					x[i], c[i] = measure(b, d, span, false, slice, uint64(round*3+i))
 					iops[i] = append(iops[i], x[i])
+					cpu[i] = append(cpu[i], c[i])
 				}
 				r1 = append(r1, x[1]/x[0])
 				r64 = append(r64, x[2]/x[0])
+				c1 = append(c1, c[1]/c[0])
+				c64 = append(c64, c[2]/c[0])
 			}
 			med := func(v []float64) float64 { v = slices.Clone(v); slices.Sort(v); return v[len(v)/2] }
 			b.ReportMetric(med(iops[0]), "plain-IOPS")
@@ -147,6 +170,11 @@ func BenchmarkPairedCloneRead(b *testing.B) {
 			b.ReportMetric(med(iops[2]), "depth64-IOPS")
 			b.ReportMetric(100*med(r1), "depth1/plain-%")
 			b.ReportMetric(100*med(r64), "depth64/plain-%")
+			b.ReportMetric(med(cpu[0]), "plain-cpu-ns/op")
+			b.ReportMetric(med(cpu[1]), "depth1-cpu-ns/op")
+			b.ReportMetric(med(cpu[2]), "depth64-cpu-ns/op")
+			b.ReportMetric(100*med(c1), "depth1/plain-cpu-%")
+			b.ReportMetric(100*med(c64), "depth64/plain-cpu-%")
 		})
 	}
 }
