@@ -46,8 +46,9 @@ func (in *instance) worker() {
 	for {
 		select {
 		case s := <-in.reqs:
-			s.complete(s.exec())
-			in.outstanding.Add(-1)
+			err := s.exec()
+			in.outstanding.Add(-1) // before complete: the caller may read the counter next
+			s.complete(err)
 		case <-in.stop:
 			in.drain()
 			return
