@@ -69,9 +69,11 @@ wz() {
 	echo "after write-zeroes $a, zeros $b"
 	test "$a" = "$b"
 }
-# fiov DEV: fio random writes at queue depth 16 over 4 MiB, then verify (crc32c).
+# fiov DEV: two fio jobs (one per CPU, so both I/O queues are busy), random
+# writes at queue depth 16 over 4 MiB each, then verify (crc32c).
 fiov() {
-	fio --name=verify --filename=$1 --rw=randwrite --bs=4k --size=4M --offset=16M --ioengine=libaio \
+	fio --name=verify --filename=$1 --rw=randwrite --bs=4k --size=4M --offset=16M --offset_increment=4M \
+		--numjobs=2 --cpus_allowed=0-1 --cpus_allowed_policy=split --ioengine=libaio \
 		--iodepth=16 --direct=1 --verify=crc32c > /tmp/fio.out 2>&1 || { cat /tmp/fio.out; return 1; }
 	grep -E "err=|IOPS" /tmp/fio.out
 }
@@ -118,6 +120,7 @@ check id_ns_size idns
 check rw_4k rw $D 4096 16 1
 check rw_64k rw $D 65536 8 3
 check rw_1m rw $D 1048576 4 2
+check rw_4m_split_by_mdts rw $D 4194304 2 3
 check rw_unaligned_seek rw $D 4096 3 1237
 check fio_verify fiov $D
 check flush nv flush $D -n 1
@@ -168,10 +171,21 @@ check resv_report_empty has $CA '"regctl":0'
 	b.WriteString(`
 check disconnect sh -c "nvme disconnect -n $NQN | tee /dev/stderr | grep -q disconnected"
 check dev_gone wait_for 10 kura_not nsdev $NQN
+# Connect/disconnect cycles: no state left behind on either side.
+cycles() {
+	for i in 1 2 3 4; do
+		nvme connect -t tcp -a $A -s $P -n $NQN --hostnqn=$HN --hostid=$HID -i 2 >/dev/null
+		wait_for 20 nsdev $NQN
+		dd if=$(nsdev $NQN) of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null
+		nvme disconnect -n $NQN >/dev/null
+		wait_for 10 kura_not nsdev $NQN
+	done
+}
+check connect_cycles cycles
 `)
 	return b.String()
 }
 
 // nvmeChecks are the checks every nvmeScript must run.
-var nvmeChecks = []string{"discover", "connect", "dev_appears", "two_io_queues", "size", "rw_4k", "rw_64k", "rw_1m",
-	"rw_unaligned_seek", "fio_verify", "flush", "discard", "write_zeroes", "id_ctrl_subnqn", "id_ns_size", "ext4", "pattern", "disconnect", "dev_gone"}
+var nvmeChecks = []string{"discover", "connect", "dev_appears", "two_io_queues", "size", "rw_4k", "rw_64k", "rw_1m", "rw_4m_split_by_mdts",
+	"rw_unaligned_seek", "fio_verify", "flush", "discard", "write_zeroes", "id_ctrl_subnqn", "id_ns_size", "ext4", "pattern", "disconnect", "dev_gone", "connect_cycles"}

@@ -244,6 +244,11 @@ sleep 25
 			t.Errorf("a controller for the refused host %s existed", badNQN)
 		}
 	})
+	t.Run("no_controllers_left", func(t *testing.T) {
+		if n := w.controllers(mallocNQN); n != 0 {
+			t.Errorf("%d controller(s) of %s left after the guest disconnected", n, mallocNQN)
+		}
+	})
 	t.Run("keep_alive_reaps_silent_host", func(t *testing.T) {
 		if n := w.controllers(fileNQN); n != 0 {
 			t.Fatalf("%d controller(s) of %s still alive %v after the guest went silent (KATO 2 s)", n, fileNQN, reaped)
