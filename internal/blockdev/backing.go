@@ -19,6 +19,8 @@ type backing struct {
 	bs     int   // logical block size
 	direct bool  // opened with O_DIRECT
 	block  bool  // a block device (else a regular file)
+
+	dioAlign uint32 // files: direct-I/O offset alignment from statx (0 unknown)
 }
 
 // openDirect opens path with O_DIRECT added to flags. Tests replace it to
@@ -92,6 +94,7 @@ func (b *backing) dioFits(blockSize int) bool {
 		sx.Mask&unix.STATX_DIOALIGN == 0 || sx.Dio_offset_align == 0 {
 		return true // unknown: trust the open
 	}
+	b.dioAlign = sx.Dio_offset_align
 	want := blockSize
 	if want == 0 {
 		want = 4096
@@ -132,6 +135,9 @@ func (b *backing) geometry(blockSize int) error {
 		}
 		if blockSize == 0 {
 			blockSize = 512
+			if b.direct && b.dioAlign > 512 {
+				blockSize = 4096 // e.g. a file on a 4Kn disk
+			}
 		}
 		b.bs, b.size = blockSize, st.Size
 	}

@@ -11,7 +11,8 @@ import (
 // FileOptions configures OpenFile.
 type FileOptions struct {
 	// BlockSize is the logical block size, 512 or 4096. Zero means the
-	// device's logical block size (block devices) or 512 (files).
+	// device's logical block size (block devices) or 512 (files; 4096 when
+	// the file's direct-I/O alignment requires it).
 	BlockSize int
 	// Buffered disables O_DIRECT (data goes through the page cache; Flush
 	// still makes it durable with fdatasync).

@@ -312,7 +312,9 @@ func (u *Uring) Allocated(off, length int64) (bool, error) {
 }
 
 // Close waits for I/O in flight, stops the reaper and releases the ring and
-// the descriptor. Later calls fail with ErrClosed.
+// the descriptor. For a block device it then waits (up to 2 s) until the
+// kernel has dropped io_uring's file references, so the device can be
+// reopened exclusively at once. Later calls fail with ErrClosed.
 func (u *Uring) Close() error {
 	if !u.gate.close() {
 		return ErrClosed
@@ -328,5 +330,31 @@ func (u *Uring) Close() error {
 	<-u.reaped
 	u.r.close()
 	unix.Munmap(u.bounceMem)
-	return u.b.close()
+	if err := u.b.close(); err != nil {
+		return err
+	}
+	if u.b.block {
+		waitReleased(u.b.path, 2*time.Second)
+	}
+	return nil
+}
+
+// waitReleased waits until the block device at path can be claimed
+// exclusively again, or until timeout. io_uring drops its references to a
+// file asynchronously (after posting the completion, possibly on another
+// thread), so right after close the kernel may still hold our O_EXCL claim
+// and an immediate reopen would fail with EBUSY.
+func waitReleased(path string, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+		if err == nil {
+			unix.Close(fd)
+			return
+		}
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
