@@ -118,6 +118,7 @@ check id_ctrl_subnqn sh -c "nvme id-ctrl $C | grep -E '^subnqn +: $NQN\$'"
 idns() { _n=$(nvme id-ns $D -n 1 | awk '/^nsze/{print $3}'); _l=$(lbs $D); echo "nsze $_n lbs $_l"; test $((_n * _l)) = %d; }
 check id_ns_size idns
 check rw_4k rw $D 4096 16 1
+check rw_16k_largest_in_capsule rw $D 16384 8 9
 check rw_64k rw $D 65536 8 3
 check rw_1m rw $D 1048576 4 2
 check rw_4m_split_by_mdts rw $D 4194304 2 3
