@@ -84,6 +84,13 @@ func (n *Nexus) publishLocked() {
 			s.healthy = append(s.healthy, c.inst)
 		case ChildRebuilding:
 			s.rebuilding = append(s.rebuilding, target{inst: c.inst, job: c.job})
+			// A partial rebuild keeps logging as write intent: a crash
+			// mid-rebuild may leave an unacknowledged write on the source
+			// but not the destination in a segment the job had not planned
+			// to copy; the next (partial) rebuild must copy it too.
+			if c.log != nil {
+				s.logs = append(s.logs, c.log)
+			}
 		case ChildFaulted, ChildOffline:
 			if c.log != nil {
 				s.logs = append(s.logs, c.log)
