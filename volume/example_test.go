@@ -93,3 +93,24 @@ func Example_nexus() {
 	// nvmf:// open
 	// nexus online
 }
+
+// ExampleOpen opens a device by URI and does I/O on it directly.
+func ExampleOpen() {
+	ctx := context.Background()
+	dev, err := volume.Open(ctx, "malloc:///scratch?size_mb=8&blk_size=4096")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer dev.Close()
+	buf := volume.AlignedBuffer(dev.BlockSize())
+	copy(buf, "hello, block device")
+	if _, err := dev.WriteAt(buf, 4096); err != nil {
+		log.Fatal(err)
+	}
+	clear(buf)
+	if _, err := dev.ReadAt(buf, 4096); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(dev.Size(), string(buf[:19]))
+	// Output: 8388608 hello, block device
+}
