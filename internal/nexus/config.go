@@ -57,6 +57,16 @@ type Config struct {
 	// I/O on Close (NVMe/TCP initiator, fault wrapper) but may take as
 	// long as the kernel's own timeout for a local file on a hung disk.
 	IsolateChildIO bool
+	// WriteIntent records the segments with writes in flight in a rotating
+	// log in LogDir, so that after an unclean shutdown the children that
+	// are not trusted get a partial resync instead of a full rebuild. It
+	// costs a group-committed fdatasync whenever a write touches a segment
+	// not yet marked in the current generation.
+	WriteIntent bool
+	// IntentInterval is how often the write-intent log rotates (default
+	// 5 s): a segment stays marked for one to two intervals after its last
+	// write.
+	IntentInterval time.Duration
 	Logger         *slog.Logger
 }
 
@@ -100,6 +110,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.QueueDepth <= 0 {
 		c.QueueDepth = DefaultQueueDepth
+	}
+	if c.IntentInterval <= 0 {
+		c.IntentInterval = 5 * time.Second
+	}
+	if c.WriteIntent && c.LogDir == "" {
+		return fmt.Errorf("%w: write intent needs a LogDir", ErrConfig)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -24,6 +24,9 @@ func (n *Nexus) crash() {
 			c.log.Close()
 		}
 	}
+	if n.intent != nil {
+		n.intent.closeAll()
+	}
 	n.mu.Unlock()
 	n.bg.Wait()
 }

@@ -48,6 +48,19 @@ func New(ctx context.Context, cfg Config) (*Nexus, error) {
 		closeAll()
 		return nil, err
 	}
+	unclean := !first && !info.CleanShutdown
+	// Write intent of the previous run: the segments that may differ
+	// between recorded-healthy children after an unclean shutdown.
+	var union *rebuild.Bitmap
+	var intentFiles []string
+	var intentSeq uint64
+	if cfg.WriteIntent {
+		var ierr error
+		union, intentFiles, intentSeq, ierr = loadIntent(cfg.LogDir, cfg.UUID, cfg.SegmentSize, n.nseg)
+		if ierr != nil {
+			n.log.Warn("write intent log unusable: untrusted children need a full rebuild", "err", ierr)
+		}
+	}
 	keptOne := false // unclean shutdown: only one recorded-healthy child is served
 	for i, uri := range cfg.Children {
 		c := &child{uri: uri, since: time.Now()}
@@ -80,11 +93,25 @@ func New(ctx context.Context, cfg Config) (*Nexus, error) {
 		if devs[i] != nil {
 			devs[i].Close()
 		}
-		// Keep the writes this child misses from now on, if its data was
-		// good (recorded healthy, or it already has a log).
-		if hasLog || (openErr[i] != nil && (first || recorded[uri].Healthy)) {
+		healthyBefore := first || recorded[uri].Healthy
+		switch {
+		case hasLog:
+			// Its log has recorded every write it may have missed.
 			if err := n.startLogLocked(c); err != nil {
 				n.log.Warn("no dirty log: next rebuild is full", "child", uri, "err", err)
+			}
+		case healthyBefore && !unclean:
+			// Good data (it just cannot be opened): log from now on.
+			if err := n.startLogLocked(c); err != nil {
+				n.log.Warn("no dirty log: next rebuild is full", "child", uri, "err", err)
+			}
+		case healthyBefore && union != nil:
+			// Unclean shutdown: it may differ from the served child only
+			// where writes were in flight.
+			if err := n.resyncLogLocked(c, union); err != nil {
+				n.log.Warn("no resync log: next rebuild is full", "child", uri, "err", err)
+			} else if c.reason == "unclean shutdown: needs resync" {
+				c.reason = fmt.Sprintf("unclean shutdown: resync of %d segments", union.Count())
 			}
 		}
 	}
@@ -92,6 +119,18 @@ func New(ctx context.Context, cfg Config) (*Nexus, error) {
 	if err := n.persistLocked(ctx, false); err != nil {
 		n.closeInstances()
 		return nil, err
+	}
+	if cfg.WriteIntent {
+		// The previous run's intent is now held by the children's logs.
+		removeFiles(intentFiles)
+		it, err := newIntent(cfg.LogDir, cfg.UUID, cfg.SegmentSize, n.nseg, intentSeq)
+		if err != nil {
+			n.closeInstances()
+			return nil, fmt.Errorf("nexus %s: write intent log: %w", cfg.Name, err)
+		}
+		n.intent = it
+		n.wdDone.Add(1)
+		go n.intentLoop(n.wdStop, cfg.IntentInterval)
 	}
 	n.wdDone.Add(1)
 	go n.watchdog(n.wdStop)

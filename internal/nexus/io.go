@@ -169,6 +169,14 @@ func (n *Nexus) fanout(kind opKind, p []byte, off, length int64) error {
 			}
 		}
 	}
+	var ig *intentGen
+	if n.intent != nil && write && length > 0 {
+		g, err := n.intent.begin(off, length)
+		if err != nil {
+			return n.breakOn(err)
+		}
+		ig = g
+	}
 	r := getRequest(kind, off, length)
 	nh := len(snap.healthy)
 	for _, in := range snap.healthy {
@@ -190,6 +198,9 @@ func (n *Nexus) fanout(kind opKind, p []byte, off, length int64) error {
 	}
 	abandoned := r.run(n.cfg.ChildTimeout, n.inline)
 	ok, err := n.settle(r, nh, off, length, write)
+	if ig != nil {
+		ig.end()
+	}
 	if !abandoned {
 		putRequest(r)
 	}

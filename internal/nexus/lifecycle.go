@@ -61,6 +61,13 @@ func (n *Nexus) Shutdown(ctx context.Context) error {
 		}
 	}
 	serr := n.cfg.Store.Store(ctx, n.cfg.UUID, info)
+	if n.intent != nil {
+		if serr == nil && info.CleanShutdown {
+			n.intent.removeAll() // flushed and recorded clean: nothing in flight
+		} else {
+			n.intent.closeAll()
+		}
+	}
 	n.mu.Unlock()
 
 	done := make(chan struct{})

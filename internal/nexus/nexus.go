@@ -51,8 +51,9 @@ type Nexus struct {
 	history *rebuild.History
 	bg      sync.WaitGroup // instance closers and rebuild watchers
 	inline  bool           // run one child I/O inline (!cfg.IsolateChildIO)
-	wdStop  chan struct{}  // closed to stop the watchdog
-	wdDone  sync.WaitGroup // the watchdog
+	wdStop  chan struct{}  // closed to stop the watchdog and the intent rotator
+	wdDone  sync.WaitGroup // the watchdog and the intent rotator
+	intent  *intent        // nil unless cfg.WriteIntent
 
 	mu       sync.Mutex // control path: guards children, shutdown, broken; never held by the I/O fast path
 	children []*child

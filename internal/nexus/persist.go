@@ -59,3 +59,17 @@ func (n *Nexus) startLogLocked(c *child) error {
 	c.log = l
 	return nil
 }
+
+// resyncLogLocked gives c a dirty log holding segs (durably), so its next
+// rebuild copies exactly those. On failure c has no log (full rebuild).
+func (n *Nexus) resyncLogLocked(c *child, segs *rebuild.Bitmap) error {
+	if err := n.startLogLocked(c); err != nil {
+		return err
+	}
+	if err := c.log.MarkBitmap(segs); err != nil {
+		c.log.Remove()
+		c.log = nil
+		return err
+	}
+	return nil
+}

@@ -53,6 +53,8 @@ func soak(t *testing.T, isolate bool) {
 	cfg := e.config(cs...)
 	cfg.ChildTimeout = time.Second // generous: the test machine is shared and busy
 	cfg.IsolateChildIO = isolate
+	cfg.WriteIntent = !isolate // exercise intent rotation under faults too
+	cfg.IntentInterval = 50 * time.Millisecond
 	n := e.newNexus(cfg)
 	nblk := n.Size() / bs
 

@@ -168,17 +168,37 @@ func (l *DirtyLog) Mark(off, length int64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := lo; i <= hi; i++ {
-		if l.bits.Set(i) {
-			l.gen++
-			w := int(i / 64)
-			if l.wlo < 0 || w < l.wlo {
-				l.wlo = w
-			}
-			if w+1 > l.whi {
-				l.whi = w + 1
-			}
+		l.setLocked(i)
+	}
+	return l.commitLocked()
+}
+
+// MarkBitmap records every segment set in b (same length) with one sync.
+func (l *DirtyLog) MarkBitmap(b *Bitmap) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := b.Next(0); i >= 0; i = b.Next(i + 1) {
+		l.setLocked(i)
+	}
+	return l.commitLocked()
+}
+
+func (l *DirtyLog) setLocked(i int64) {
+	if l.bits.Set(i) {
+		l.gen++
+		w := int(i / 64)
+		if l.wlo < 0 || w < l.wlo {
+			l.wlo = w
+		}
+		if w+1 > l.whi {
+			l.whi = w + 1
 		}
 	}
+}
+
+// commitLocked waits until every bit set so far is durable, leading a
+// sync if none is running (group commit).
+func (l *DirtyLog) commitLocked() error {
 	if l.path == "" {
 		return nil
 	}
