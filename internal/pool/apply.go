@@ -229,7 +229,7 @@ func (s *state) add(v *volume) {
 }
 
 func (s *state) checkSize(size int64) error {
-	if size <= 0 || size%512 != 0 || (size+s.cs-1)/s.cs > maxLogicalClusters || size > int64(s.clusters)*s.cs {
+	if size <= 0 || size%512 != 0 || (size+s.cs-1)/s.cs > maxLogicalClusters {
 		return corrupt("bad volume size %d", size)
 	}
 	return nil

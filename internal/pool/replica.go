@@ -97,8 +97,11 @@ func (p *Pool) checkSize(size int64) error {
 	if size <= 0 || size%int64(p.bs) != 0 {
 		return fmt.Errorf("%w: size %d must be a positive multiple of %d", ErrInvalidArgument, size, p.bs)
 	}
-	if size > p.label.Clusters*p.label.ClusterSize {
-		return fmt.Errorf("%w: size %d exceeds pool capacity %d", ErrNoSpace, size, p.label.Clusters*p.label.ClusterSize)
+	// Thin replicas may be larger than the pool (overcommit, as in the
+	// reference system); thick ones fail later when clusters run out. The
+	// bound keeps a replica's cluster map addressable.
+	if (size+p.label.ClusterSize-1)/p.label.ClusterSize > maxLogicalClusters {
+		return fmt.Errorf("%w: size %d is larger than a replica can be with cluster size %d", ErrInvalidArgument, size, p.label.ClusterSize)
 	}
 	return nil
 }
