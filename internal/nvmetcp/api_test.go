@@ -80,3 +80,23 @@ func TestRemoveSubsystemUnderIO(t *testing.T) {
 		t.Fatal("subsystem still listed")
 	}
 }
+
+type panicDev struct{ blockdev.Device }
+
+func (panicDev) ReadAt(p []byte, off int64) (int, error) { panic("device bug") }
+
+func TestDevicePanicIsContained(t *testing.T) {
+	tg := startTarget(t, TargetConfig{})
+	m, _ := blockdev.NewMalloc("p", 1<<20, 512)
+	must(t, tg.AddSubsystem(SubsystemConfig{NQN: NQNFor("panic"), Device: panicDev{m}, AllowAnyHost: true}))
+	d := dial(t, tg, Config{SubNQN: NQNFor("panic")})
+	defer d.Close()
+	_, err := d.ReadAt(make([]byte, 512), 0)
+	var st nvme.Status
+	if !errors.As(err, &st) || st.Code() != nvme.StatusInternal {
+		t.Fatalf("read from panicking device: %v", err)
+	}
+	if _, err := d.WriteAt(make([]byte, 512), 0); err != nil {
+		t.Fatalf("write after contained panic: %v", err)
+	}
+}

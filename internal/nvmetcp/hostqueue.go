@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -304,4 +303,3 @@ func (q *hqueue) submit(sqe *nvme.SQE, data []byte, write bool, timeout time.Dur
 	return r.cqe, nil
 }
 
-var _ = io.EOF

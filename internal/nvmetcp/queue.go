@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -386,9 +387,17 @@ func (q *queue) worker() {
 	}
 }
 
-// exec runs a command and completes it unless it is held (AER).
+// exec runs a command and completes it unless it is held (AER). A panic
+// in a device is contained: the command fails with Internal Error.
 func (q *queue) exec(s *slot) {
 	var held bool
+	defer func() {
+		if r := recover(); r != nil {
+			q.t.log.Error("panic while executing command", "opcode", s.sqe.Opcode, "qid", q.qid, "panic", r, "stack", string(debug.Stack()))
+			s.status, s.c2h = nvme.StatusInternal|nvme.StatusDNR, 0
+			q.complete(s)
+		}
+	}()
 	switch {
 	case s.sqe.Opcode == nvme.OpcodeFabrics:
 		q.execFabrics(s)

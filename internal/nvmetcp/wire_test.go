@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -213,4 +212,3 @@ func TestKeepAliveKeepsInitiatorConnected(t *testing.T) {
 	}
 }
 
-var _ = io.EOF
