@@ -302,4 +302,3 @@ func (q *hqueue) submit(sqe *nvme.SQE, data []byte, write bool, timeout time.Dur
 	}
 	return r.cqe, nil
 }
-

@@ -211,4 +211,3 @@ func TestKeepAliveKeepsInitiatorConnected(t *testing.T) {
 		t.Fatal("controller was re-created: keep-alive did not hold it")
 	}
 }
-
