@@ -86,16 +86,16 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex // guards everything below
+	wg           sync.WaitGroup // accept loop, ctx watcher, one per connection
+	workerStarts atomic.Int64   // per-connection workers started (tests, diagnostics)
+
+	mu      sync.Mutex // guards the fields below and every export's conns; never held across I/O
 	ln      net.Listener
 	exports map[string]*export
 	conns   map[*conn]struct{}
 	started bool
 	closed  bool
-	closeCh chan struct{} // closed by Close; stops the ctx watcher
-	wg      sync.WaitGroup
-
-	workerStarts atomic.Int64 // per-connection workers started (tests, diagnostics)
+	closeCh chan struct{} // closed by stop; ends the ctx watcher
 }
 
 // NewServer returns a server that is not yet listening.
