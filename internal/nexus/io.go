@@ -31,9 +31,10 @@ func (n *Nexus) ReadAt(p []byte, off int64) (int, error) {
 func (n *Nexus) readHealthy(p []byte, off int64) (int, error) {
 	var tried [maxReadTries]*instance
 	var lastErr error
+	start := n.readSeq.Add(1)
 	for t := 0; t < maxReadTries; t++ {
 		snap := n.snap.Load()
-		in := snap.pickReader(tried[:t])
+		in := snap.pickReader(tried[:t], start)
 		if in == nil {
 			break
 		}

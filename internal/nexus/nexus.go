@@ -54,6 +54,7 @@ type Nexus struct {
 	wdStop  chan struct{}  // closed to stop the watchdog and the intent rotator
 	wdDone  sync.WaitGroup // the watchdog and the intent rotator
 	intent  *intent        // nil unless cfg.WriteIntent
+	readSeq atomic.Uint32  // rotates the read policy's tie-break
 
 	mu       sync.Mutex // control path: guards children, shutdown, broken; never held by the I/O fast path
 	children []*child

@@ -17,12 +17,16 @@ type target struct {
 }
 
 // pickReader returns the healthy instance with the fewest outstanding
-// I/Os, skipping those in tried.
-func (s *snapshot) pickReader(tried []*instance) *instance {
+// I/Os, skipping those in tried. Ties are broken by scanning from start
+// (the caller rotates it), so equally busy mirrors share reads instead of
+// the first child taking every read at low queue depth.
+func (s *snapshot) pickReader(tried []*instance, start uint32) *instance {
 	var best *instance
 	var bestN int64
+	k := len(s.healthy)
 outer:
-	for _, in := range s.healthy {
+	for j := range k {
+		in := s.healthy[(int(start%uint32(k))+j)%k]
 		for _, t := range tried {
 			if t == in {
 				continue outer

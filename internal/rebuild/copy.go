@@ -22,6 +22,18 @@ func (j *Job) next() int64 {
 	return j.plan.next()
 }
 
+// awaitRunning blocks while the job is paused (a pause during the rate
+// limiter's wait holds the segment until resume) and reports whether the
+// job is still running.
+func (j *Job) awaitRunning() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.state == Paused {
+		j.cond.Wait()
+	}
+	return j.state == Running
+}
+
 func (j *Job) task(ctx context.Context) {
 	defer j.wg.Done()
 	buf := make([]byte, j.cfg.SegmentSize)
@@ -31,7 +43,7 @@ func (j *Job) task(ctx context.Context) {
 			return
 		}
 		n := j.segLen(i)
-		if err := j.cfg.Limiter.Wait(ctx, n); err != nil {
+		if err := j.cfg.Limiter.Wait(ctx, n); err != nil || !j.awaitRunning() {
 			j.finish(i, n, false, ErrStopped)
 			return
 		}
