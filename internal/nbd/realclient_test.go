@@ -264,3 +264,32 @@ func TestRealBlockStatus(t *testing.T) {
 		t.Fatalf("qemu-img map:\n%s", out)
 	}
 }
+
+// TestRealQemuIo4K: qemu honours a 4096-byte minimum block size with
+// read-modify-write for sub-block requests.
+func TestRealQemuIo4K(t *testing.T) {
+	testtool.Require(t, "qemu-io")
+	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dev, _ := blockdev.NewMalloc("d4k", 4<<20, 4096)
+	if err := s.AddExport("d4k", dev, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, "qemu-io", "-f", "raw",
+		"-c", "write -P 0x33 0 8k",
+		"-c", "write -P 0x55 512 512",
+		"-c", "read -P 0x33 0 512",
+		"-c", "read -P 0x55 512 512",
+		"-c", "read -P 0x33 1024 7k",
+		uriOf(s, "d4k"))
+	if strings.Contains(out, "fail") || strings.Contains(out, "error") || strings.Count(out, "ops/sec") != 5 {
+		t.Fatalf("qemu-io:\n%s", out)
+	}
+	b := make([]byte, 4096)
+	if _, err := dev.ReadAt(b, 0); err != nil || b[511] != 0x33 || b[512] != 0x55 || b[1023] != 0x55 || b[1024] != 0x33 {
+		t.Fatalf("device contents after RMW: %v % x", err, b[510:1026])
+	}
+}
