@@ -155,6 +155,14 @@ FC=$(ctrlfor $F $HN)
 check file_lbs_4k sh -c "test \$(cat /sys/block/${FD##*/}/queue/logical_block_size) = 4096"
 check file_rw_64k rw $FD 65536 8 1
 check file_rw_1m rw $FD 1048576 2 3
+fio64() {
+	fio --name=qd64 --filename=$FD --rw=randwrite --bs=64k --size=8M --offset=16M --ioengine=libaio \
+		--iodepth=64 --direct=1 --verify=md5 > /tmp/fio64.out 2>&1 || { cat /tmp/fio64.out; return 1; }
+	grep -E "err=|IOPS" /tmp/fio64.out
+}
+check file_fio_qd64_64k_verify fio64
+check file_discard blkdiscard -o 1048576 -l 1048576 $FD
+check file_write_zeroes wz $FD 600
 # Target restart: the host closes Kura's target and starts a new one on the
 # same port; the kernel must recover (error recovery, reconnect) and the
 # data must still be there.
@@ -227,7 +235,7 @@ sleep 25
 	t.Logf("guest scenario took %v", time.Since(start))
 	guest.ReportChecks(t, out, append(nvmeChecks, "bad_host_refused", "connect_second_host",
 		"resv_register_a", "resv_acquire_a_write_exclusive", "resv_we_blocks_other_write", "resv_preempt_b",
-		"resv_report_empty", "connect_file", "file_rw_1m", "restart_seen_by_kernel", "reconnected_live", "restart_data_intact", "restart_rw",
+		"resv_report_empty", "connect_file", "file_rw_1m", "file_fio_qd64_64k_verify", "file_discard", "file_write_zeroes", "restart_seen_by_kernel", "reconnected_live", "restart_data_intact", "restart_rw",
 		"ana_inaccessible_seen", "ana_io_queued", "ana_optimized_seen", "ana_io_succeeded", "ana_data",
 		"file_ext4", "file_disconnect", "ka_connect")...)
 	if kaErr != nil {
