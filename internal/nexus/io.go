@@ -154,7 +154,7 @@ func (n *Nexus) fanout(kind opKind, p []byte, off, length int64) error {
 	// While a rebuild runs, hold the range shared so no segment copy
 	// races this write; then ask each job whether the range is still
 	// pending (the copy will carry it) or must be mirrored now.
-	locked := write && len(snap.rebuilding) > 0
+	locked := write && (len(snap.rebuilding) > 0 || n.jobs.Load() > 0)
 	var h rebuild.LockHandle
 	if locked {
 		h = n.rlock.LockShared(lo, hi)

@@ -55,6 +55,10 @@ type Nexus struct {
 	wdDone  sync.WaitGroup // the watchdog and the intent rotator
 	intent  *intent        // nil unless cfg.WriteIntent
 	readSeq atomic.Uint32  // rotates the read policy's tie-break
+	// jobs counts rebuild jobs whose copy tasks may still run: a stopped
+	// job's task can still be copying a segment after its child left the
+	// snapshot, so writes keep taking the range lock until it is 0.
+	jobs atomic.Int32
 
 	mu       sync.Mutex // control path: guards children, shutdown, broken; never held by the I/O fast path
 	children []*child

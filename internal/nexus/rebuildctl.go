@@ -73,8 +73,10 @@ func (n *Nexus) startRebuildLocked(c *child) error {
 		cfg.Segments = c.log.Bitmap()
 		kind = rebuild.Partial
 	}
+	n.jobs.Add(1) // before any copy task runs; I/O is paused here
 	job, err := rebuild.Start(cfg)
 	if err != nil {
+		n.jobs.Add(-1)
 		return err
 	}
 	c.job, c.jobKind, c.jobSource = job, kind, srcURI
@@ -85,7 +87,8 @@ func (n *Nexus) startRebuildLocked(c *child) error {
 
 // rebuildFinished records a finished job and moves its child on.
 func (n *Nexus) rebuildFinished(c *child, job *rebuild.Job, kind rebuild.Kind, src string) {
-	err := job.Wait(context.Background())
+	err := job.Wait(context.Background()) // every copy task has exited
+	n.jobs.Add(-1)
 	st := job.Stats()
 	n.history.Add(rebuild.Record{Child: c.uri, Source: src, Kind: kind, State: st.State,
 		Start: st.Start, End: st.End, Stats: st, Err: st.Err})
