@@ -34,6 +34,7 @@ rebuilt while the volume stays in use.`,
 
 func newNexusCreateCmd(g *globals) *cobra.Command {
 	var size, uuid string
+	var writeIntent bool
 	cmd := &cobra.Command{
 		Use:     "create NAME CHILD...",
 		Short:   "Create a nexus over child device URIs",
@@ -54,7 +55,7 @@ func newNexusCreateCmd(g *globals) *cobra.Command {
 				sz = v
 			}
 			return withClient(cmd.Context(), g, func(ctx context.Context, c *client) error {
-				resp, err := c.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: args[0], Uuid: uuid, Size: sz, Children: args[1:]})
+				resp, err := c.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: args[0], Uuid: uuid, Size: sz, Children: args[1:], WriteIntent: writeIntent})
 				if err != nil {
 					return err
 				}
@@ -67,6 +68,7 @@ func newNexusCreateCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&size, "size", "", "size in MiB or with a unit (default: the smallest child)")
 	cmd.Flags().StringVar(&uuid, "uuid", "", "nexus UUID (default: the name)")
+	cmd.Flags().BoolVar(&writeIntent, "write-intent", false, "keep a write-intent log: after a crash, resync only recently written segments")
 	return cmd
 }
 

@@ -61,7 +61,7 @@ func TestNexusCLI(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	c.Close()
-	if got := e.ok(t, "rebuild", "history", "vol1"); !strings.Contains(got, "bdev:///r2") || !strings.Contains(got, "completed") {
+	if got := e.ok(t, "rebuild", "history", "vol1"); !strings.Contains(got, "bdev:///r2") || !strings.Contains(got, "completed") || !strings.Contains(got, "partial") {
 		t.Fatalf("rebuild history:\n%s", got)
 	}
 	e.ok(t, "nexus", "destroy", "vol1")

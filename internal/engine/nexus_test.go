@@ -101,7 +101,7 @@ func TestNexusLifecycleAndRestart(t *testing.T) {
 	if !strings.HasPrefix(remote, "nvmf://") {
 		t.Fatalf("nvmf share uri %q", remote)
 	}
-	nx2, err := te.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: "vol2", Children: []string{remote}})
+	nx2, err := te.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: "vol2", Children: []string{remote}, WriteIntent: true})
 	if err != nil {
 		t.Fatalf("nexus over nvmf child: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,7 +33,11 @@ func (e *Engine) nexusStore() (nexus.InfoStore, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	return st, filepath.Join(e.cfg.DataDir, "nexus-logs"), nil
+	logDir := filepath.Join(e.cfg.DataDir, "nexus-logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, "", fmt.Errorf("nexus log directory: %w", err)
+	}
+	return st, logDir, nil
 }
 
 // createNexusLocked builds a nexus over its children. Callers hold opMu
@@ -83,7 +88,7 @@ func (e *Engine) createNexusLocked(ctx context.Context, rec nexusRecord) (*nexus
 	}
 	n, err := nexus.New(ctx, nexus.Config{
 		Name: rec.Name, UUID: rec.UUID, Size: rec.Size, Children: slices.Clone(rec.Children),
-		Opener: e.reg.Open, Store: store, LogDir: logDir, Logger: e.cfg.Logger,
+		Opener: e.reg.Open, Store: store, LogDir: logDir, WriteIntent: rec.WriteIntent, Logger: e.cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create nexus %q: %w", rec.Name, err)
@@ -121,7 +126,8 @@ func (s *nexusServer) CreateNexus(ctx context.Context, req *enginev1.CreateNexus
 	}
 	e.opMu.Lock()
 	defer e.opMu.Unlock()
-	ne, err := e.createNexusLocked(ctx, nexusRecord{Name: req.GetName(), UUID: req.GetUuid(), Size: int64(req.GetSize()), Children: req.GetChildren()})
+	ne, err := e.createNexusLocked(ctx, nexusRecord{Name: req.GetName(), UUID: req.GetUuid(), Size: int64(req.GetSize()),
+		Children: req.GetChildren(), WriteIntent: req.GetWriteIntent()})
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,8 @@ type nexusRecord struct {
 	UUID     string   `json:"uuid"`
 	Size     int64    `json:"size"`
 	Children []string `json:"children"`
+	// WriteIntent enables the nexus write-intent log.
+	WriteIntent bool `json:"write_intent,omitempty"`
 	// Shutdown is set by ShutdownNexus; such a nexus is not persisted.
 	Shutdown bool `json:"-"`
 }
