@@ -100,3 +100,5 @@ func BenchmarkRead4KQD32(b *testing.B) {
 		done++
 	}
 }
+
+func BenchmarkRead256KQD1(b *testing.B) { benchQD1(b, cmdRead, 256<<10) }

@@ -68,6 +68,8 @@ type conn struct {
 	wmu    sync.Mutex   // guards bw and werr in transmission; held for buffer appends and flushes only, never across device I/O
 	bw     *bufio.Writer
 	werr   error
+	iov    [2][]byte   // writev scratch (under wmu)
+	bufs   net.Buffers // writev cursor over iov (under wmu)
 
 	closing atomic.Bool
 }

@@ -2,6 +2,10 @@ package nbd
 
 import "encoding/binary"
 
+// largeReply is the payload size from which a reply bypasses the buffered
+// writer: header and data go out in one writev without copying the data.
+const largeReply = 64 << 10
+
 // reply encodes the answer to r (NBD error value code) into r's scratch
 // header and hands it to the shared writer. Under structured replies a
 // READ is answered with one OFFSET_DATA chunk (or NONE for length 0) and
@@ -63,7 +67,11 @@ func (c *conn) reply(r *request, code uint32, flush bool) {
 func (c *conn) send(hdr, data []byte, flush bool) {
 	c.queued.Add(1)
 	c.wmu.Lock()
-	if c.werr == nil {
+	switch {
+	case c.werr != nil:
+	case len(data) >= largeReply:
+		c.werr = c.writev(hdr, data)
+	default:
 		if _, err := c.bw.Write(hdr); err != nil {
 			c.werr = err
 		} else if len(data) > 0 {
@@ -101,4 +109,19 @@ func (c *conn) flushPending() {
 	if err != nil {
 		c.abort()
 	}
+}
+
+// writev sends hdr and data with one writev(2), after any buffered
+// replies. Called with wmu held.
+func (c *conn) writev(hdr, data []byte) error {
+	if c.bw.Buffered() > 0 {
+		if err := c.bw.Flush(); err != nil {
+			return err
+		}
+	}
+	c.iov[0], c.iov[1] = hdr, data
+	c.bufs = c.iov[:]
+	_, err := c.bufs.WriteTo(c.nc)
+	c.iov[0], c.iov[1] = nil, nil
+	return err
 }
