@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -55,19 +54,6 @@ func deviceKey(uri string) (string, error) {
 	default:
 		return u.Scheme + "://" + u.Host + u.Path, nil
 	}
-}
-
-// diskPath returns the filesystem path of a disk URI, or "" when it has none.
-func diskPath(uri string) string {
-	u, err := blockdev.ParseURI(uri)
-	if err != nil {
-		return ""
-	}
-	switch u.Scheme {
-	case "aio", "uring", "file":
-		return u.Path
-	}
-	return ""
 }
 
 // claim marks key as used by owner. Callers hold e.mu.
@@ -200,10 +186,4 @@ func (b *borrowed) Close() error {
 	}
 	b.release()
 	return nil
-}
-
-// exists reports whether a path exists.
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
