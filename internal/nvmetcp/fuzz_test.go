@@ -17,6 +17,7 @@ func decodeAll(b []byte, fromHost, hd, dd bool) int {
 	for {
 		h, err := d.Next()
 		if err != nil {
+			_ = d.Raw() // what a TermReq would echo: must stay in bounds
 			return n
 		}
 		if d.DataLen() > 8192 {

@@ -32,6 +32,7 @@ type Decoder struct {
 	dataLen uint32
 	ddgst   bool
 	pending bool // data not yet consumed
+	rawLen  int  // header bytes actually read for the current PDU
 }
 
 // NewDecoder returns a decoder reading from r. fromHost selects which PDU
@@ -47,8 +48,9 @@ func (d *Decoder) Buffered() int { return d.r.Buffered() }
 // Header returns the current PDU's common header.
 func (d *Decoder) Header() Header { return d.h }
 
-// Raw returns the current PDU's header bytes [0, hlen).
-func (d *Decoder) Raw() []byte { return d.hdr[:d.h.HLen] }
+// Raw returns the current PDU's header bytes that were read (at most
+// hlen; only the common header when it was rejected).
+func (d *Decoder) Raw() []byte { return d.hdr[:min(d.rawLen, int(d.h.HLen))] }
 
 // DataLen is the number of data bytes the current PDU carries.
 func (d *Decoder) DataLen() int { return int(d.dataLen) }
@@ -63,9 +65,11 @@ func (d *Decoder) Next() (Header, error) {
 			return Header{}, err
 		}
 	}
+	d.rawLen = 0
 	if _, err := io.ReadFull(d.r, d.hdr[:commonLen]); err != nil {
 		return Header{}, err
 	}
+	d.rawLen = commonLen
 	h := &d.h
 	h.unmarshal(d.hdr[:])
 	if !typeKnown(h.Type) || types[h.Type].fromHost != d.fromHost {
@@ -142,6 +146,7 @@ func (d *Decoder) Next() (Header, error) {
 	if _, err := io.ReadFull(d.r, d.hdr[commonLen:hdrEnd]); err != nil {
 		return *h, unexpectedEOF(err)
 	}
+	d.rawLen = int(hdrEnd)
 	if hd {
 		got := binary.LittleEndian.Uint32(d.hdr[h.HLen:])
 		if want := digest(d.hdr[:h.HLen]); got != want {

@@ -14,6 +14,7 @@ type Encoder struct {
 	// HDgst and DDgst are the negotiated digests.
 	HDgst, DDgst bool
 	hdr          [maxHeader]byte
+	trailer      [digestLen]byte
 }
 
 // flushWriter is a buffered writer (bufio.Writer, batchWriter).
@@ -62,7 +63,21 @@ func (e *Encoder) header(t, flags uint8, dataLen int) error {
 	return err
 }
 
+// dataWriter is implemented by writers that can send a large payload
+// without copying it (batchWriter).
+type dataWriter interface {
+	WriteData(p, trailer []byte) error
+}
+
 func (e *Encoder) data(p []byte) error {
+	if dw, ok := e.w.(dataWriter); ok {
+		tr := e.trailer[:0]
+		if e.DDgst {
+			putDigest(e.trailer[:], p)
+			tr = e.trailer[:]
+		}
+		return dw.WriteData(p, tr)
+	}
 	if _, err := e.w.Write(p); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package nvmetcp
 
 import (
 	"io"
+	"net"
 	"sync"
 )
 
@@ -18,9 +19,15 @@ type batchWriter struct {
 	spare    []byte
 	flushing bool
 	err      error
+	vec      [3][]byte // writev scratch, used by the flusher only
 }
 
-const maxKeptBuffer = 4 << 20
+// maxKeptBuffer bounds the memory a queue keeps between bursts;
+// largeData payloads bypass the buffer (see WriteData).
+const (
+	maxKeptBuffer = 1 << 20
+	largeData     = 32 << 10
+)
 
 func newBatchWriter(w io.Writer) *batchWriter {
 	return &batchWriter{w: w, buf: make([]byte, 0, 64<<10), spare: make([]byte, 0, 64<<10)}
@@ -62,3 +69,34 @@ func (b *batchWriter) Flush() error {
 
 // Buffered returns the number of bytes not yet written. Caller holds mu.
 func (b *batchWriter) Buffered() int { return len(b.buf) }
+
+// WriteData appends a PDU's data segment and trailer (data digest). Large
+// payloads are not copied: when no flush is in progress, the buffered bytes
+// (the PDU header, possibly preceded by others' PDUs), the payload and the
+// trailer leave in one writev, with mu released. p must stay valid until
+// WriteData returns. Caller holds mu and calls Flush afterwards as usual.
+func (b *batchWriter) WriteData(p, trailer []byte) error {
+	if b.err != nil {
+		return b.err
+	}
+	if len(p) < largeData || b.flushing {
+		b.buf = append(b.buf, p...)
+		b.buf = append(b.buf, trailer...)
+		return nil
+	}
+	b.flushing = true
+	out := b.buf
+	b.buf = b.spare[:0]
+	b.vec = [3][]byte{out, p, trailer}
+	bufs := net.Buffers(b.vec[:])
+	b.mu.Unlock()
+	_, err := bufs.WriteTo(b.w)
+	b.mu.Lock()
+	b.vec = [3][]byte{}
+	b.spare = out[:0]
+	if err != nil {
+		b.err = err
+	}
+	b.flushing = false
+	return b.err
+}
