@@ -35,7 +35,7 @@ func resolveBelow(v *volume, l uint32) uint32 {
 	return resolve(vw.parent, l)
 }
 
-func exitGate(g **ioGate) { (*g).exit() }
+func exitGate(g *gateRef) { g.exit() }
 
 func (p *Pool) readVol(v *volume, b []byte, off int64) (int, error) {
 	if err := blockdev.CheckRange(off, int64(len(b)), p.bs, v.size.Load()); err != nil {
@@ -105,7 +105,7 @@ func (p *Pool) writeVol(v *volume, b []byte, off int64) (int, error) {
 // next Flush; a COW record carries a barrier so the copied data is
 // durable first. Concurrent first writes to one cluster wait for the
 // first one (pending). *g is exited while waiting or allocating.
-func (p *Pool) firstWrite(g **ioGate, v *volume, l uint32, in, n int64, data []byte) error {
+func (p *Pool) firstWrite(g *gateRef, v *volume, l uint32, in, n int64, data []byte) error {
 	for {
 		v.amu.Lock()
 		m := v.cm()
@@ -120,7 +120,7 @@ func (p *Pool) firstWrite(g **ioGate, v *volume, l uint32, in, n int64, data []b
 		}
 		if ch := v.pending[l]; ch != nil {
 			v.amu.Unlock()
-			(*g).exit()
+			g.exit()
 			<-ch
 			*g = p.enter()
 			if v.destroyed.Load() {
@@ -158,8 +158,8 @@ func (p *Pool) writeCluster(c uint32, in, n int64, data []byte) error {
 }
 
 // fill allocates, writes and publishes cluster l of v (see firstWrite).
-func (p *Pool) fill(g **ioGate, v *volume, l uint32, in, n int64, data []byte) error {
-	(*g).exit()
+func (p *Pool) fill(g *gateRef, v *volume, l uint32, in, n int64, data []byte) error {
+	g.exit()
 	c, err := p.allocData()
 	*g = p.enter()
 	if err != nil {
@@ -252,7 +252,7 @@ func (p *Pool) zeroVol(v *volume, off, length int64) error {
 }
 
 // releaseCluster makes all of logical cluster l (n bytes) read zeros.
-func (p *Pool) releaseCluster(g **ioGate, v *volume, l uint32, n int64) error {
+func (p *Pool) releaseCluster(g *gateRef, v *volume, l uint32, n int64) error {
 	p.mu.Lock()
 	v.amu.Lock()
 	e := v.cm().get(l)

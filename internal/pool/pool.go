@@ -71,7 +71,7 @@ type Pool struct {
 func newPool(dev blockdev.Device, l Label, st *state) *Pool {
 	p := &Pool{dev: dev, label: l, uuid: mustUUID(l.UUID), bs: dev.BlockSize(), st: st}
 	p.cmt.cur = newBatch()
-	p.gate.Store(new(ioGate))
+	p.gate.Store(newGate())
 	p.bufs.New = func() any { b := make([]byte, l.ClusterSize); return &b }
 	return p
 }

@@ -81,13 +81,13 @@ func (p *Pool) freeze(v *volume) func() {
 }
 
 // waitFrozen parks a writer of v while a snapshot switches v's map.
-func (p *Pool) waitFrozen(g **ioGate, v *volume) {
+func (p *Pool) waitFrozen(g *gateRef, v *volume) {
 	for {
 		ch := v.frozen.Load()
 		if ch == nil {
 			return
 		}
-		(*g).exit()
+		g.exit()
 		<-*ch
 		*g = p.enter()
 	}
