@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -53,6 +54,7 @@ type Engine struct {
 
 	front frontends
 
+	running     atomic.Bool
 	ready       chan struct{}
 	grpcAddr    net.Addr
 	metricsAddr net.Addr
@@ -104,8 +106,19 @@ func (e *Engine) MetricsAddr() net.Addr { return e.metricsAddr }
 // state, and serves until ctx is cancelled; then it shuts down cleanly:
 // stops the API, removes exports, and closes bdevs and pools (they stay in
 // the state file and are re-imported on the next start).
+//
+// Run may be called once. Only one engine at a time may use a data
+// directory (an exclusive lock on DataDir/engine.lock).
 func (e *Engine) Run(ctx context.Context) error {
+	if !e.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("%w: engine already ran", ErrInvalidArgument)
+	}
 	e.started = time.Now()
+	unlock, err := lockDataDir(e.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	st, err := loadState(e.cfg.DataDir)
 	if err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"golang.org/x/sys/unix"
 )
 
 // stateFileName is the engine's persistent state inside the data directory.
@@ -66,6 +68,25 @@ type nexusRecord struct {
 	WriteIntent bool `json:"write_intent,omitempty"`
 	// Shutdown is set by ShutdownNexus; such a nexus is not persisted.
 	Shutdown bool `json:"-"`
+}
+
+// lockDataDir takes an exclusive, non-blocking lock on dir/engine.lock so
+// that two engines never share a data directory. The kernel drops the lock
+// when the process dies.
+func lockDataDir(dir string) (unlock func(), err error) {
+	path := filepath.Join(dir, "engine.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data directory %s is %w by another engine (%s is locked)", dir, ErrInUse, path)
+		}
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // loadState reads the state file; a missing file is an empty state.

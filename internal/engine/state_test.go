@@ -36,6 +36,23 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
+func TestDataDirLock(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockDataDir(dir); err == nil {
+		t.Fatal("second lock of a data directory succeeded")
+	}
+	unlock()
+	unlock2, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
+}
+
 func TestStateRejectsNewerVersion(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, stateFileName), []byte(`{"version": 99}`), 0o600); err != nil {
