@@ -89,6 +89,9 @@ func TestCLIErrors(t *testing.T) {
 	e.fails(t, `invalid size "ten"`, "replica", "create", "tpool", "r2", "--size=ten")
 	e.fails(t, `NQN`, "replica", "share", "tpool", "r1", "--allowed-host", "not-an-nqn")
 	e.fails(t, `replica "nope" not found`, "replica", "destroy", "tpool", "nope")
+	// A second engine on the same data directory refuses to start.
+	e.fails(t, "is in use by another engine", "engine", "--data-dir", filepath.Join(dir, "data"),
+		"--grpc", freeAddr(t), "--nbd", freeAddr(t), "--nvmf", freeAddr(t))
 
 	want := "" +
 		"POOL                 NAME                 THIN           SIZE     ALLOCATED\n" +
