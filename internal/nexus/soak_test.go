@@ -51,7 +51,7 @@ func soak(t *testing.T, isolate bool) {
 	e.bs = bs
 	cs := uris(3)
 	cfg := e.config(cs...)
-	cfg.ChildTimeout = time.Second // generous: the test machine is shared and busy
+	cfg.ChildTimeout = 2 * time.Second // generous: the test machine is shared and very busy
 	cfg.IsolateChildIO = isolate
 	cfg.WriteIntent = !isolate // exercise intent rotation under faults too
 	cfg.IntentInterval = 50 * time.Millisecond
@@ -180,7 +180,7 @@ func soak(t *testing.T, isolate bool) {
 		case 4:
 			rule = blockdev.FaultRule{Ops: blockdev.OpRead, Count: 1, Hang: true}
 		case 5:
-			rule = blockdev.FaultRule{Ops: blockdev.OpAll, Count: 1, Delay: 1500 * time.Millisecond}
+			rule = blockdev.FaultRule{Ops: blockdev.OpAll, Count: 1, Delay: 3 * time.Second}
 		case 6:
 			if err := n.OfflineChild(t.Context(), uri); err != nil {
 				t.Fatal(err)
@@ -192,7 +192,7 @@ func soak(t *testing.T, isolate bool) {
 		}
 		if kind < 6 {
 			id := f.Inject(rule)
-			deadline := time.Now().Add(3 * time.Second)
+			deadline := time.Now().Add(6 * time.Second)
 			for childState(n, uri).State == ChildOpen && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
 			}
