@@ -3,7 +3,6 @@ package nbd
 import (
 	"bytes"
 	"encoding/binary"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -127,4 +126,3 @@ func FuzzRequest(f *testing.F) {
 	})
 }
 
-var _ = io.EOF

@@ -264,7 +264,6 @@ func TestServerAPI(t *testing.T) {
 	}
 }
 
-var _ = blockdev.ErrClosed
 
 func TestHandshakeTimeout(t *testing.T) {
 	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger(), HandshakeTimeout: 200 * time.Millisecond})

@@ -3,7 +3,6 @@ package nbd
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -340,7 +339,6 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 }
 
-var _ = binary.BigEndian
 
 func TestStartContextCancel(t *testing.T) {
 	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
