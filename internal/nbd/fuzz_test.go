@@ -125,4 +125,3 @@ func FuzzRequest(f *testing.F) {
 		serveBytes(t, cat(pre, in))
 	})
 }
-

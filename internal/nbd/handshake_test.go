@@ -264,7 +264,6 @@ func TestServerAPI(t *testing.T) {
 	}
 }
 
-
 func TestHandshakeTimeout(t *testing.T) {
 	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger(), HandshakeTimeout: 200 * time.Millisecond})
 	if err := s.Start(t.Context()); err != nil {

@@ -339,7 +339,6 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 }
 
-
 func TestStartContextCancel(t *testing.T) {
 	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
 	ctx, cancel := context.WithCancel(context.Background())
