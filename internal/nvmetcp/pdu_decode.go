@@ -70,6 +70,7 @@ func (d *Decoder) Next() (Header, error) {
 		return Header{}, err
 	}
 	d.rawLen = commonLen
+	raceSync()
 	h := &d.h
 	h.unmarshal(d.hdr[:])
 	if !typeKnown(h.Type) || types[h.Type].fromHost != d.fromHost {

@@ -53,6 +53,7 @@ func (b *batchWriter) Flush() error {
 		out := b.buf
 		b.buf = b.spare[:0]
 		b.mu.Unlock()
+		raceSync()
 		_, err := b.w.Write(out)
 		b.mu.Lock()
 		if cap(out) > maxKeptBuffer {
@@ -90,6 +91,7 @@ func (b *batchWriter) WriteData(p, trailer []byte) error {
 	b.vec = [3][]byte{out, p, trailer}
 	bufs := net.Buffers(b.vec[:])
 	b.mu.Unlock()
+	raceSync()
 	_, err := bufs.WriteTo(b.w)
 	b.mu.Lock()
 	b.vec = [3][]byte{}
