@@ -345,12 +345,16 @@ func (e *Engine) restore(ctx context.Context, st persistedState) {
 		}
 	}
 	for _, r := range st.Nexuses {
-		if _, err := e.createNexusLocked(ctx, r); err != nil {
+		healthyBefore := e.recordedHealthy(ctx, r)
+		ne, err := e.createNexusLocked(ctx, r)
+		if err != nil {
 			e.log.Error("re-create nexus", "nexus", r.Name, "err", err)
 			e.mu.Lock()
 			e.mu.lostNexuses[r.Name] = lostNexus{rec: r, err: err}
 			e.mu.Unlock()
+			continue
 		}
+		e.resyncAfterRestart(ctx, ne, healthyBefore)
 	}
 	for _, r := range st.Shares {
 		if _, err := e.shareLocked(ctx, r); err != nil {

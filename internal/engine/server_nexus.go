@@ -103,6 +103,49 @@ func (e *Engine) createNexusLocked(ctx context.Context, rec nexusRecord) (*nexus
 	return ne, nil
 }
 
+// recordedHealthy returns the children the NexusInfo of a nexus records as
+// healthy (nil when there is no record).
+func (e *Engine) recordedHealthy(ctx context.Context, rec nexusRecord) map[string]bool {
+	store, _, err := e.nexusStore()
+	if err != nil {
+		return nil
+	}
+	id := rec.UUID
+	if id == "" {
+		id = rec.Name
+	}
+	info, err := store.Load(ctx, id)
+	if err != nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, c := range info.Children {
+		if c.Healthy {
+			out[c.URI] = true
+		}
+	}
+	return out
+}
+
+// resyncAfterRestart brings back the children of a re-created nexus that
+// were healthy before the engine stopped but are not trusted now (after an
+// unclean shutdown only one healthy child is served): each is onlined, so
+// it is resynced from the served child (partially, with the write-intent
+// log). Children faulted or offlined before the restart stay so until
+// `kura nexus online`.
+func (e *Engine) resyncAfterRestart(ctx context.Context, ne *nexusEntry, healthyBefore map[string]bool) {
+	for _, c := range ne.n.Status().Children {
+		if c.State != nexus.ChildFaulted || !healthyBefore[c.URI] {
+			continue
+		}
+		if err := ne.n.OnlineChild(ctx, c.URI); err != nil {
+			e.log.Warn("resync child after restart", "nexus", ne.rec.Name, "child", c.URI, "err", err)
+			continue
+		}
+		e.log.Info("resyncing child after restart", "nexus", ne.rec.Name, "child", c.URI)
+	}
+}
+
 // checkChildFree refuses a child that is a disk used by a pool or bdev of
 // this engine (use bdev:///NAME to mirror onto a bdev).
 func (e *Engine) checkChildFree(uri string) error {
