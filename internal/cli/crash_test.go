@@ -29,6 +29,7 @@ const crashBlock = 4096
 type crashReplica struct {
 	name    string
 	size    int64
+	newSize int64 // set while a resize is not acknowledged
 	thin    bool
 	created bool // the create was acknowledged
 	// written holds the expected content of blocks whose write was
@@ -46,7 +47,7 @@ type crashModel struct {
 	destroying string
 	next       int
 	// Acknowledged operations, for the log.
-	creates, destroys, flushes, blocks int
+	creates, destroys, resizes, flushes, blocks int
 }
 
 // TestCrashConsistency SIGKILLs a `kura engine` process at random moments
@@ -114,8 +115,8 @@ func TestCrashConsistency(t *testing.T) {
 
 		crashVerifyOffline(t, img, m, cycle)
 	}
-	t.Logf("%d crash cycles in %s: %d creates, %d destroys, %d flushes of %d blocks acknowledged; %d replicas alive",
-		cycles, time.Since(start).Round(time.Millisecond), m.creates, m.destroys, m.flushes, m.blocks, len(m.reps))
+	t.Logf("%d crash cycles in %s: %d creates, %d destroys, %d resizes, %d flushes of %d blocks acknowledged; %d replicas alive",
+		cycles, time.Since(start).Round(time.Millisecond), m.creates, m.destroys, m.resizes, m.flushes, m.blocks, len(m.reps))
 	if m.flushes == 0 || m.creates == 0 {
 		t.Fatal("the workload made no progress")
 	}
@@ -153,6 +154,21 @@ func crashWorkload(ctx context.Context, rc enginev1.ReplicaServiceClient, nbdAdd
 			}
 			r.created = true
 			m.creates++
+		case op == 3 && len(live) > 0:
+			r := live[rng.IntN(len(live))]
+			if r.size >= 32<<20 {
+				continue
+			}
+			r.newSize = r.size + int64(1+rng.IntN(4))<<20
+			if _, err := rc.ResizeReplica(ctx, &enginev1.ResizeReplicaRequest{Pool: "cpool", Name: r.name, Size: uint64(r.newSize)}); err != nil {
+				return err
+			}
+			r.size, r.newSize = r.newSize, 0
+			if c := conns[r.name]; c != nil { // reconnect to see the new size
+				c.Close()
+				delete(conns, r.name)
+			}
+			m.resizes++
 		case op < 3 && len(live) > 1:
 			r := live[rng.IntN(len(live))]
 			if c := conns[r.name]; c != nil {
@@ -255,7 +271,12 @@ func crashVerifyOffline(t *testing.T, img string, m *crashModel, cycle int) {
 			delete(m.reps, name) // create or destroy not acknowledged: gone
 			continue
 		}
-		if info := pr.Info(); info.Size != r.size || info.Thin != r.thin {
+		info := pr.Info()
+		if r.newSize != 0 && info.Size == r.newSize { // unacknowledged resize happened
+			r.size = r.newSize
+		}
+		r.newSize = 0
+		if info.Size != r.size || info.Thin != r.thin {
 			t.Fatalf("cycle %d: replica %s is %d bytes thin=%v, want %d thin=%v", cycle, name, info.Size, info.Thin, r.size, r.thin)
 		}
 		r.created = true
