@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,5 +154,43 @@ func TestSQFlowControlModes(t *testing.T) {
 			t.Fatalf("out of range read: %v", err)
 		}
 		d.Close()
+	}
+}
+
+// TestQueueBufferLimit: with a tiny per-queue buffer budget, concurrent
+// large reads and R2T writes wait for buffers instead of allocating, and
+// all complete with the right data.
+func TestQueueBufferLimit(t *testing.T) {
+	tg := startTarget(t, TargetConfig{QueueBufferLimit: 256 << 10})
+	nqn, _ := addMalloc(t, tg, "budget", 16<<20, 4096)
+	d := dial(t, tg, Config{SubNQN: nqn, IOQueues: 1})
+	defer d.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := 0; w < 16; w++ {
+		wg.Go(func() {
+			p := bytes.Repeat([]byte{byte(w + 1)}, 192<<10)
+			q := make([]byte, len(p))
+			off := int64(w) * int64(len(p))
+			for i := 0; i < 10; i++ {
+				if _, err := d.WriteAt(p, off); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := d.ReadAt(q, off); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(p, q) {
+					errs <- fmt.Errorf("worker %d: data mismatch", w)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }

@@ -19,7 +19,8 @@ type slot struct {
 	q          *queue
 	idx        uint16
 	busy       bool
-	waitingH2C bool
+	waitingH2C atomic.Bool // an R2T is outstanding (set before it is sent)
+	reserved   bool        // xfer bytes are counted in queue.bufBytes
 	sqe        nvme.SQE
 	dir        nvme.DataDirection
 	xfer       uint32 // SGL length
@@ -33,7 +34,8 @@ type slot struct {
 }
 
 func (s *slot) reset() {
-	s.waitingH2C, s.xfer, s.rcvd, s.buf = false, 0, 0, nil
+	s.waitingH2C.Store(false)
+	s.reserved, s.xfer, s.rcvd, s.buf = false, 0, 0, nil
 	s.status, s.dw0, s.dw1, s.c2h = 0, 0, 0, 0
 }
 
@@ -84,6 +86,13 @@ type queue struct {
 	free  []uint16
 	slots []slot
 
+	// Buffer budget (TargetConfig.QueueBufferLimit).
+	bufBytes  atomic.Int64
+	ndeferred atomic.Int32
+	dmu       sync.Mutex // guards deferred, dclosed
+	deferred  []*slot
+	dclosed   bool
+
 	work     chan *slot
 	nworkers int // reader only
 	idle     atomic.Int32
@@ -132,10 +141,18 @@ func (q *queue) alloc() *slot {
 func (q *queue) release(s *slot) {
 	putBuf(s.pb)
 	s.pb, s.buf = nil, nil
+	reserved := s.reserved
+	if reserved {
+		q.bufBytes.Add(-int64(s.xfer))
+		s.reserved = false
+	}
 	q.fmu.Lock()
 	s.busy = false
 	q.free = append(q.free, s.idx)
 	q.fmu.Unlock()
+	if reserved && q.ndeferred.Load() > 0 {
+		q.kick()
+	}
 }
 
 // shutdown closes the connection; the reader then tears the queue down.
@@ -177,6 +194,10 @@ func (q *queue) serve() {
 		log.Debug("connection ended", "qid", q.qid, "err", err)
 	}
 	q.shutdown()
+	q.dmu.Lock()
+	q.dclosed = true
+	q.deferred = nil
+	q.dmu.Unlock()
 	close(q.work)
 	q.wwg.Wait()
 	if c := q.ctrl; c != nil {
@@ -250,27 +271,91 @@ func (q *queue) onCapsule() error {
 		q.complete(s)
 		return nil
 	}
-	if s.xfer > 0 {
+	if icd > 0 { // at most 16 KiB: always accepted
+		q.reserve(s, true)
 		s.pb = getBuf(int(s.xfer))
 		s.buf = s.pb.b
-	}
-	if icd > 0 {
 		if err := q.dec.ReadData(s.buf); err != nil {
 			q.release(s)
 			return err
 		}
 		s.rcvd = s.xfer
-	} else if s.dir == nvme.DirHostToCtrl && s.xfer > 0 {
-		s.waitingH2C = true
-		q.out.mu.Lock()
-		err := q.enc.WriteR2T(R2T{CCCID: s.sqe.CID, TTag: s.idx, R2TO: 0, R2TL: s.xfer})
-		if err == nil {
-			err = q.enc.Flush()
-		}
-		q.out.mu.Unlock()
-		return err
+		return q.ready(s)
+	}
+	if s.xfer > 0 && !q.reserve(s, false) {
+		// Over the queue's buffer budget: start it when memory frees up.
+		q.dmu.Lock()
+		q.deferred = append(q.deferred, s)
+		q.ndeferred.Add(1)
+		q.dmu.Unlock()
+		q.kick()
+		return nil
+	}
+	if s.xfer > 0 {
+		s.pb = getBuf(int(s.xfer))
+		s.buf = s.pb.b
+	}
+	if s.dir == nvme.DirHostToCtrl && s.xfer > 0 {
+		return q.sendR2T(s)
 	}
 	return q.ready(s)
+}
+
+// sendR2T asks the host for the data of s (one R2T for all of it).
+func (q *queue) sendR2T(s *slot) error {
+	s.waitingH2C.Store(true)
+	q.out.mu.Lock()
+	err := q.enc.WriteR2T(R2T{CCCID: s.sqe.CID, TTag: s.idx, R2TO: 0, R2TL: s.xfer})
+	if err == nil {
+		err = q.enc.Flush()
+	}
+	q.out.mu.Unlock()
+	return err
+}
+
+// reserve counts s.xfer against the queue's buffer budget. It fails when
+// the budget would be exceeded while other buffers are outstanding (a
+// single command may always proceed), unless force is set.
+func (q *queue) reserve(s *slot, force bool) bool {
+	n := int64(s.xfer)
+	total := q.bufBytes.Add(n)
+	if !force && total > q.t.cfg.QueueBufferLimit && total != n {
+		q.bufBytes.Add(-n)
+		return false
+	}
+	s.reserved = true
+	return true
+}
+
+// kick starts deferred commands while the budget allows. Called by the
+// reader after deferring and by whoever releases a buffer. Deferred reads
+// run in the calling goroutine; deferred writes get their R2T.
+func (q *queue) kick() {
+	for q.ndeferred.Load() > 0 {
+		q.dmu.Lock()
+		if q.dclosed || len(q.deferred) == 0 {
+			q.dmu.Unlock()
+			return
+		}
+		s := q.deferred[0]
+		if !q.reserve(s, false) {
+			q.dmu.Unlock()
+			return
+		}
+		q.deferred = q.deferred[1:]
+		q.ndeferred.Add(-1)
+		q.dmu.Unlock()
+		s.pb = getBuf(int(s.xfer))
+		s.buf = s.pb.b
+		if s.dir == nvme.DirHostToCtrl {
+			if q.sendR2T(s) != nil {
+				q.shutdown()
+			}
+			continue
+		}
+		q.inflight.Add(1)
+		q.exec(s)
+	}
 }
 
 // checkCmd validates the data pointer and sets s.dir and s.xfer.
@@ -324,7 +409,7 @@ func (q *queue) onH2CData() error {
 		return fatal(FESInvalidHeader, 10, "H2CData ttag %d unknown", dh.TTag)
 	}
 	s := &q.slots[dh.TTag]
-	if !s.waitingH2C || s.sqe.CID != dh.CCCID {
+	if !s.waitingH2C.Load() || s.sqe.CID != dh.CCCID {
 		return fatal(FESSequenceError, 0, "H2CData for cid %#x ttag %d without an outstanding R2T", dh.CCCID, dh.TTag)
 	}
 	n := uint32(q.dec.DataLen())
@@ -341,7 +426,7 @@ func (q *queue) onH2CData() error {
 	if s.rcvd < s.xfer {
 		return nil
 	}
-	s.waitingH2C = false
+	s.waitingH2C.Store(false)
 	return q.ready(s)
 }
 

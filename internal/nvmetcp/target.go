@@ -50,6 +50,11 @@ type TargetConfig struct {
 	// the local address of the discovery connection. Set it when hosts
 	// reach the target through NAT or port forwarding.
 	DiscoveryAddr string
+	// QueueBufferLimit bounds the data buffers one queue holds for commands
+	// in flight (default 64 MiB). Beyond it, new commands wait (no R2T is
+	// sent, reads are not started) until buffers are released; a single
+	// command always proceeds.
+	QueueBufferLimit int64
 	// PortID is reported in discovery log entries (default 1).
 	PortID uint16
 	Logger *slog.Logger
@@ -127,6 +132,9 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 	}
 	if cfg.WorkersPerQueue <= 0 {
 		cfg.WorkersPerQueue = defaultWorkers
+	}
+	if cfg.QueueBufferLimit <= 0 {
+		cfg.QueueBufferLimit = 64 << 20
 	}
 	if cfg.PortID == 0 {
 		cfg.PortID = 1
