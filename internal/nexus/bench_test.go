@@ -182,11 +182,22 @@ func BenchmarkQD32(b *testing.B) {
 	for _, op := range []string{"write", "read"} {
 		b.Run(op, func(b *testing.B) {
 			w := op == "write"
-			for range b.N {
-				paired(b, benchPairs, "IOPS", "child", "nexus1",
-					func() float64 { return measure([]blockdev.Device{child}, benchQD, benchSlice, w) },
-					func() float64 { return measure([]blockdev.Device{nx}, benchQD, benchSlice, w) })
+			// CPU time per I/O of each side, summed over its slices.
+			var cpu, ios [2]float64
+			side := func(i int, d blockdev.Device) func() float64 {
+				return func() float64 {
+					c0, t0 := cpuTime(), time.Now()
+					iops := measure([]blockdev.Device{d}, benchQD, benchSlice, w)
+					cpu[i] += float64(cpuTime() - c0)
+					ios[i] += iops * time.Since(t0).Seconds()
+					return iops
+				}
 			}
+			for range b.N {
+				paired(b, benchPairs, "IOPS", "child", "nexus1", side(0, child), side(1, nx))
+			}
+			b.ReportMetric(cpu[0]/ios[0], "child-cpu-ns/IO")
+			b.ReportMetric(cpu[1]/ios[1], "nexus1-cpu-ns/IO")
 		})
 	}
 }
