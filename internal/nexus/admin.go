@@ -150,7 +150,7 @@ func (n *Nexus) requestLocked(ctx context.Context, uri string, ev Event, reason 
 }
 
 func (n *Nexus) usableLocked() error {
-	if n.shutdown {
+	if n.stopping {
 		return ErrShutdown
 	}
 	return nil

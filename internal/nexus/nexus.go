@@ -60,7 +60,7 @@ type Nexus struct {
 	// snapshot, so writes keep taking the range lock until it is 0.
 	jobs atomic.Int32
 
-	mu       sync.Mutex // control path: guards children, shutdown, broken; never held by the I/O fast path
+	mu       sync.Mutex // control path: guards children, shutdown, stopping, broken; not taken on the I/O fast path (the failure path holds it while persisting NexusInfo)
 	children []*child
 	shutdown bool  // Shutdown finished its work
 	stopping bool  // Shutdown started
