@@ -80,7 +80,7 @@ func benchTarget(b *testing.B, backend, kind string) blockdev.Device {
 	switch backend {
 	case "file":
 		size := int64(benchSpan)
-		if kind != "raw" {
+		if kind != "raw" && kind != "rawz" {
 			size = benchSpan + 64<<20
 		}
 		dev, _ = fileDev(b, size, true)
@@ -91,7 +91,13 @@ func benchTarget(b *testing.B, backend, kind string) blockdev.Device {
 		}
 		dev = m
 	}
-	if kind == "raw" {
+	switch kind {
+	case "rawz": // prepared like pool clusters: zeroed (fallocate ZERO_RANGE), then written
+		if err := dev.WriteZeroes(0, benchSpan); err != nil {
+			b.Fatal(err)
+		}
+		fallthrough
+	case "raw":
 		fill(b, dev, benchSpan)
 		return dev
 	}

@@ -113,6 +113,27 @@ func pct(v []float64) string {
 	return s
 }
 
+// BenchmarkPairedRawPrep compares two raw files: one written directly,
+// one first zeroed with WriteZeroes (fallocate ZERO_RANGE, as the pool
+// zeroes clusters) and then written, to separate file-system effects of
+// that preparation from pool overhead. Run with -benchtime 1x.
+func BenchmarkPairedRawPrep(b *testing.B) {
+	const rounds, slice = 15, 400 * time.Millisecond
+	for _, op := range []string{"read", "write"} {
+		b.Run(op, func(b *testing.B) {
+			targets := []blockdev.Device{benchTarget(b, "file", "raw"), benchTarget(b, "file", "rawz")}
+			var ratio []float64
+			for round := 0; round < rounds; round++ {
+				x0, _ := measure(b, targets[0], benchSpan, op == "write", slice, uint64(round))
+				x1, _ := measure(b, targets[1], benchSpan, op == "write", slice, uint64(round))
+				ratio = append(ratio, x1/x0)
+			}
+			slices.Sort(ratio)
+			b.ReportMetric(100*ratio[len(ratio)/2], "zeroed/plain-%")
+		})
+	}
+}
+
 // BenchmarkPairedCloneRead compares 4 KiB random reads (32 goroutines) of
 // a plain replica and of clones whose data lives 1 and 64 snapshot levels
 // up, in alternating slices on one pool. Run with -benchtime 1x.
