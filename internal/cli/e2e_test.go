@@ -63,7 +63,24 @@ type engineProc struct {
 
 // startEngineProc runs `kura engine` on dataDir and waits until its health
 // service reports SERVING. It is killed at test cleanup if still running.
+// Ports are picked free just before the start; if the engine exits during
+// start-up (another process took a port in between), it is retried with
+// new ports.
 func startEngineProc(t testing.TB, dataDir string) *engineProc {
+	t.Helper()
+	var last *engineProc
+	for attempt := 0; attempt < 3; attempt++ {
+		p, ok := tryStartEngineProc(t, dataDir)
+		if ok {
+			return p
+		}
+		last = p
+	}
+	t.Fatalf("engine exited during start-up three times:\n%s", last.log.String())
+	return nil
+}
+
+func tryStartEngineProc(t testing.TB, dataDir string) (*engineProc, bool) {
 	t.Helper()
 	p := &engineProc{grpc: freeAddr(t), nbd: freeAddr(t), nvmf: freeAddr(t), log: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(kuraBin, "engine", "--data-dir", dataDir, "--grpc", p.grpc, "--nbd", p.nbd, "--nvmf", p.nvmf, "--log-level", "debug")
@@ -94,11 +111,11 @@ func startEngineProc(t testing.TB, dataDir string) *engineProc {
 		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
 		cancel()
 		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return p
+			return p, true
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("engine exited during start-up:\n%s", p.log.String())
+			return p, false
 		default:
 		}
 		if time.Now().After(deadline) {
