@@ -37,6 +37,10 @@ func TestNexusLifecycleAndRestart(t *testing.T) {
 	if _, err := te.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: "vol1", Children: []string{"bdev:///r1", "bdev:///r2"}}); err != nil {
 		t.Fatalf("repeated create: %v", err)
 	}
+	// Same name, other children: AlreadyExists.
+	if _, err := te.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: "vol1", Children: []string{"bdev:///r1"}}); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("create with other children: %v, want AlreadyExists", err)
+	}
 	// A replica used as a child cannot be destroyed.
 	_, err = te.replica.DestroyReplica(ctx, &enginev1.DestroyReplicaRequest{Pool: "p", Name: "r1"})
 	if status.Code(err) != codes.FailedPrecondition {

@@ -72,12 +72,13 @@ func (e *Engine) createNexusLocked(ctx context.Context, rec nexusRecord) (*nexus
 	old, ok := e.mu.nexuses[rec.Name]
 	e.mu.RUnlock()
 	if ok {
-		if old.rec.UUID == rec.UUID || rec.UUID == "" {
-			if rec.Size == 0 || rec.Size == old.rec.Size {
-				return old, nil
-			}
+		sameUUID := rec.UUID == "" || rec.UUID == old.rec.UUID
+		sameSize := rec.Size == 0 || rec.Size == old.rec.Size
+		sameChildren := slices.Equal(rec.Children, old.rec.Children)
+		if sameUUID && sameSize && sameChildren {
+			return old, nil
 		}
-		return nil, fmt.Errorf("nexus %q %w", rec.Name, ErrExists)
+		return nil, fmt.Errorf("nexus %q %w with other arguments (children %v)", rec.Name, ErrExists, old.rec.Children)
 	}
 	store, logDir, err := e.nexusStore()
 	if err != nil {
