@@ -13,8 +13,19 @@ import (
 	"time"
 )
 
-// runUp starts `kura up` and waits until it prints "Press Ctrl-C".
+// runUp starts `kura up` and waits until it prints "Press Ctrl-C",
+// retrying with new ports when it exits during start-up (a port race).
 func runUp(t *testing.T, data string) (*exec.Cmd, *engineProc, *bytes.Buffer, chan struct{}) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		cmd, p, out, done, ok := tryRunUp(t, data, attempt == 2)
+		if ok {
+			return cmd, p, out, done
+		}
+	}
+}
+
+func tryRunUp(t *testing.T, data string, last bool) (*exec.Cmd, *engineProc, *bytes.Buffer, chan struct{}, bool) {
 	t.Helper()
 	p := &engineProc{grpc: freeAddr(t), nbd: freeAddr(t), nvmf: freeAddr(t), log: &bytes.Buffer{}}
 	cmd := exec.Command(kuraBin, "up", "--data-dir", data, "--pool-size", "128MiB", "--grpc", p.grpc, "--nbd", p.nbd, "--nvmf", p.nvmf)
@@ -49,11 +60,14 @@ func runUp(t *testing.T, data string) (*exec.Cmd, *engineProc, *bytes.Buffer, ch
 	select {
 	case <-ready:
 	case <-done:
+		if !last {
+			return nil, nil, nil, nil, false
+		}
 		t.Fatalf("kura up exited:\n%s\n%s", stdout.String(), p.log.String())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("kura up not ready after 30 s:\n%s\n%s", stdout.String(), p.log.String())
 	}
-	return cmd, p, &stdout, done
+	return cmd, p, &stdout, done, true
 }
 
 // TestUp runs `kura up` twice on one data directory: the first run creates
