@@ -17,7 +17,8 @@ import (
 // enabled controller (cntlid 1) of testHost, so fuzz inputs can connect
 // I/O queues.
 var fuzzTarget = sync.OnceValue(func() *Target {
-	tg, _ := NewTarget(TargetConfig{Logger: quietLogger(), CntlIDMin: 1, CntlIDMax: 4})
+	// A tiny buffer budget so inputs also exercise deferred R2Ts/reads.
+	tg, _ := NewTarget(TargetConfig{Logger: quietLogger(), CntlIDMin: 1, CntlIDMax: 4, QueueBufferLimit: 2048})
 	dev, _ := blockdev.NewMalloc("f", 1<<20, 512)
 	tg.AddSubsystem(SubsystemConfig{NQN: NQNFor("f"), Device: dev, AllowAnyHost: true})
 	r := tg.connectLogic(ptr(connectSQE(0, 31, 0)), connectData(NQNFor("f"), testHost, 0xFFFF), func(*controller) bool { return true })
