@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
+	"math/bits"
 	"net/url"
 	"sync"
 	"time"
@@ -16,8 +18,9 @@ const (
 	// uringEntries is the SQ size and the maximum number of operations a
 	// Uring device has in flight; more concurrent callers wait for a slot.
 	uringEntries = 64
-	// uringStop is the user_data of the NOP that stops the reaper.
-	uringStop = ^uint64(0)
+	// uringLead, sent on a slot's done channel instead of a result, tells a
+	// waiting submitter to take over reaping.
+	uringLead = int32(math.MinInt32)
 	// uringMaxIO caps the bytes of one SQE (the length field is 32 bits).
 	uringMaxIO = 1 << 30
 )
@@ -26,28 +29,34 @@ const (
 // preallocated and recycled through Uring.free, so I/O does not allocate.
 type uringSlot struct {
 	idx    uint64     // user_data of this slot's SQEs
-	done   chan int32 // capacity 1; the reaper sends the CQE result
+	done   chan int32 // capacity 1: the CQE result, or uringLead
 	pin    []byte     // caller memory the kernel is using (kept reachable, forced to the heap)
 	bounce []byte     // aligned buffer for unaligned caller memory
 }
 
 // Uring is a block device driven through a hand-written io_uring. Any number
-// of goroutines submit: a submitter takes a free slot, queues its SQE under
-// subMu (held only while queueing and calling io_uring_enter to submit, never
-// while waiting), and sleeps on the slot's channel. One reaper goroutine,
-// owned by the device and stopped by Close, waits for completions and wakes
-// the submitters.
+// of goroutines submit; there is no reaper goroutine. A submitter takes a
+// free slot and queues its SQE under mu. If no one is reaping, it becomes
+// the leader: one io_uring_enter submits and waits for completions, and it
+// reaps the CQ, handing other submitters' results to their slot channels,
+// until its own completion arrives; then it passes the lead to a waiting
+// submitter (a uringLead token on that slot's channel), if any. Otherwise it
+// submits with io_uring_enter (no wait) and sleeps on its slot's channel.
+// At queue depth 1 an I/O thus costs one system call and no goroutine
+// hand-off. mu is held only to queue SQEs and update the leader state,
+// never across a system call.
 type Uring struct {
 	b    *backing
 	r    *ring
 	gate *gate // calls in flight vs Close
 
-	subMu sync.Mutex // guards the SQ tail and SQE array (ring.submit)
+	mu      sync.Mutex // guards the SQ tail and SQE array (ring.push), reaping and waiting
+	reaping bool       // a submitter is leading (reaps the CQ)
+	waiting uint64     // slots whose submitter waits on its channel (bit = slot index)
 
 	free      chan *uringSlot // idle slots
 	slots     []uringSlot
-	bounceMem []byte        // mmap backing all slots' bounce buffers
-	reaped    chan struct{} // closed when the reaper exits
+	bounceMem []byte // mmap backing all slots' bounce buffers
 }
 
 var (
@@ -68,6 +77,9 @@ func OpenUring(path string, opts FileOptions) (*Uring, error) {
 		return nil, err
 	}
 	n := int(r.entries)
+	if n > 64 {
+		n = 64 // Uring.waiting has one bit per slot
+	}
 	mem, err := unix.Mmap(-1, 0, n*bounceSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		r.close()
@@ -75,7 +87,7 @@ func OpenUring(path string, opts FileOptions) (*Uring, error) {
 		return nil, fmt.Errorf("blockdev: uring bounce buffers: %w", err)
 	}
 	u := &Uring{b: b, r: r, gate: newGate(), free: make(chan *uringSlot, n),
-		slots: make([]uringSlot, n), bounceMem: mem, reaped: make(chan struct{})}
+		slots: make([]uringSlot, n), bounceMem: mem}
 	for i := range u.slots {
 		s := &u.slots[i]
 		s.idx = uint64(i)
@@ -83,7 +95,6 @@ func OpenUring(path string, opts FileOptions) (*Uring, error) {
 		s.bounce = mem[i*bounceSize : (i+1)*bounceSize : (i+1)*bounceSize]
 		u.free <- s
 	}
-	go u.reaper()
 	return u, nil
 }
 
@@ -96,38 +107,82 @@ func openUring(_ context.Context, u *url.URL) (Device, error) {
 	return OpenUring(path, FileOptions{BlockSize: bs})
 }
 
-// reaper delivers completions to the waiting submitters until it reaps the
-// stop NOP queued by Close.
-func (u *Uring) reaper() {
-	defer close(u.reaped)
-	stop := false
-	for !stop {
-		if err := u.r.wait(); err != nil {
-			slog.Error("blockdev: uring reaper", "path", u.b.path, "err", err)
+// do submits e on slot s and waits for its completion result.
+func (u *Uring) do(s *uringSlot, e *sqe) int32 {
+	e.userData = s.idx
+	bit := uint64(1) << s.idx
+	u.mu.Lock()
+	tail := u.r.push(e)
+	lead := !u.reaping
+	if lead {
+		u.reaping = true
+	} else {
+		u.waiting |= bit
+	}
+	u.mu.Unlock()
+	if !lead {
+		// The leader is probably asleep in io_uring_enter: submit now. On
+		// failure the SQE stays queued and the leader's next enter submits it.
+		if err := u.r.submitThrough(tail); err != nil {
+			slog.Error("blockdev: uring submit", "path", u.b.path, "err", err)
+		}
+		res := <-s.done
+		if res != uringLead {
+			return res
+		}
+	}
+	return u.lead(s)
+}
+
+// lead reaps completions, delivering the others', until s's own arrives;
+// then it hands the lead to a waiting submitter or gives it up.
+func (u *Uring) lead(s *uringSlot) int32 {
+	var (
+		mine  int32
+		got   bool
+		batch [2 * uringEntries]struct {
+			ud  uint64
+			res int32
+		}
+	)
+	for !got {
+		if err := u.r.submitAndWait(); err != nil {
+			slog.Error("blockdev: uring wait", "path", u.b.path, "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		n := 0
 		u.r.reap(func(ud uint64, res int32) {
-			if ud == uringStop {
-				stop = true
-				return
+			if ud == s.idx {
+				mine, got = res, true
+			} else if n < len(batch) {
+				batch[n].ud, batch[n].res = ud, res
+				n++
 			}
-			u.slots[ud].done <- res
 		})
+		var handTo *uringSlot
+		u.mu.Lock()
+		for i := range n {
+			u.waiting &^= uint64(1) << batch[i].ud
+		}
+		if got {
+			if u.waiting != 0 {
+				j := bits.TrailingZeros64(u.waiting)
+				u.waiting &^= uint64(1) << j
+				handTo = &u.slots[j]
+			} else {
+				u.reaping = false
+			}
+		}
+		u.mu.Unlock()
+		for i := range n {
+			u.slots[batch[i].ud].done <- batch[i].res // capacity 1, and empty: its owner is waiting
+		}
+		if handTo != nil {
+			handTo.done <- uringLead
+		}
 	}
-}
-
-// do submits e on slot s and waits for its completion. A non-nil error
-// means the submission failed; the slot must then not be reused.
-func (u *Uring) do(s *uringSlot, e *sqe) (int32, error) {
-	e.userData = s.idx
-	u.subMu.Lock()
-	err := u.r.submit(e)
-	u.subMu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	return <-s.done, nil
+	return mine
 }
 
 // Size returns the device size in bytes.
@@ -195,11 +250,8 @@ func (u *Uring) rw(op uint8, p []byte, off int64) (int, error) {
 		}
 		e := sqe{opcode: op, fd: int32(u.b.fd), off: uint64(off + int64(done)),
 			addr: uint64(uintptr(unsafe.Pointer(&buf[0]))), len: uint32(len(buf))}
-		res, err := u.do(s, &e)
+		res := u.do(s, &e)
 		s.pin = nil
-		if err != nil {
-			return done, err // slot leaked on purpose: its SQE may still complete
-		}
 		if res == -int32(unix.EINTR) || res == -int32(unix.EAGAIN) {
 			continue
 		}
@@ -225,10 +277,7 @@ func (u *Uring) rw(op uint8, p []byte, off int64) (int, error) {
 func (u *Uring) simple(e *sqe) error {
 	s := <-u.free
 	for {
-		res, err := u.do(s, e)
-		if err != nil {
-			return err
-		}
+		res := u.do(s, e)
 		if res == -int32(unix.EINTR) || res == -int32(unix.EAGAIN) {
 			continue
 		}
@@ -311,23 +360,13 @@ func (u *Uring) Allocated(off, length int64) (bool, error) {
 	return u.b.allocated(off, length)
 }
 
-// Close waits for I/O in flight, stops the reaper and releases the ring and
-// the descriptor. For a block device it then waits (up to 2 s) until the
+// Close waits for I/O in flight and releases the ring and the descriptor. For a block device it then waits (up to 2 s) until the
 // kernel has dropped io_uring's file references, so the device can be
 // reopened exclusively at once. Later calls fail with ErrClosed.
 func (u *Uring) Close() error {
 	if !u.gate.close() {
 		return ErrClosed
 	}
-	u.subMu.Lock()
-	err := u.r.submit(&sqe{opcode: opNop, userData: uringStop})
-	u.subMu.Unlock()
-	if err != nil {
-		// The reaper cannot be woken; leave the ring mapped for it.
-		u.b.close()
-		return fmt.Errorf("blockdev: uring close %s: %w", u.b.path, err)
-	}
-	<-u.reaped
 	u.r.close()
 	unix.Munmap(u.bounceMem)
 	if err := u.b.close(); err != nil {

@@ -150,36 +150,64 @@ func (r *ring) mmap(p *uringParams) error {
 	return nil
 }
 
-// submit queues e and tells the kernel about it. Callers serialise submit
-// and keep at most r.entries operations in flight, so the SQ never fills.
-func (r *ring) submit(e *sqe) error {
-	tail := *r.sqTail // only we write the tail
+// push copies e into the next SQE and publishes it (the kernel sees it at
+// the next io_uring_enter). It returns the SQ tail after e. Callers
+// serialise push and keep at most r.entries operations in flight, so the SQ
+// never fills.
+func (r *ring) push(e *sqe) uint32 {
+	tail := *r.sqTail // only pushers write the tail, one at a time
 	*(*sqe)(unsafe.Pointer(&r.sqeMem[(tail&r.sqMask)*sqeSize])) = *e
 	atomic.StoreUint32(r.sqTail, tail+1) // publish the SQE (release)
+	return tail + 1
+}
+
+// unsubmitted returns the number of published SQEs the kernel has not
+// consumed yet.
+func (r *ring) unsubmitted() uint32 {
+	return atomic.LoadUint32(r.sqTail) - atomic.LoadUint32(r.sqHead)
+}
+
+// enter calls io_uring_enter. It may run concurrently with other enter
+// calls (the kernel serialises submission) and submits at most what is
+// published.
+func (r *ring) enter(toSubmit, minComplete, flags uint32) unix.Errno {
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), uintptr(minComplete), uintptr(flags), 0, 0)
+	return errno
+}
+
+// submitThrough makes the kernel consume every SQE before tail (a value
+// returned by push), without waiting for completions.
+func (r *ring) submitThrough(tail uint32) error {
 	for {
-		pending := tail + 1 - atomic.LoadUint32(r.sqHead)
-		if pending == 0 {
-			return nil
+		head := atomic.LoadUint32(r.sqHead)
+		if int32(tail-head) <= 0 {
+			return nil // consumed, possibly by another caller's enter
 		}
-		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(pending), 0, 0, 0, 0)
-		switch errno {
+		switch errno := r.enter(atomic.LoadUint32(r.sqTail)-head, 0, 0); errno {
 		case 0, unix.EINTR, unix.EAGAIN, unix.EBUSY:
-			continue
 		default:
 			return fmt.Errorf("blockdev: io_uring_enter submit: %w", errno)
 		}
 	}
 }
 
-// wait blocks until at least one completion is posted.
-func (r *ring) wait() error {
-	for atomic.LoadUint32(r.cqHead) == atomic.LoadUint32(r.cqTail) {
-		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, enterGetEvents, 0, 0)
-		if errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN {
+// submitAndWait submits every published SQE and waits until at least one
+// completion is posted, in one io_uring_enter.
+func (r *ring) submitAndWait() error {
+	for {
+		if atomic.LoadUint32(r.cqHead) != atomic.LoadUint32(r.cqTail) && r.unsubmitted() == 0 {
+			return nil
+		}
+		switch errno := r.enter(r.unsubmitted(), 1, enterGetEvents); errno {
+		case 0:
+			if atomic.LoadUint32(r.cqHead) != atomic.LoadUint32(r.cqTail) {
+				return nil
+			}
+		case unix.EINTR, unix.EAGAIN, unix.EBUSY:
+		default:
 			return fmt.Errorf("blockdev: io_uring_enter wait: %w", errno)
 		}
 	}
-	return nil
 }
 
 // reap calls f for every posted completion and releases them to the kernel.
