@@ -179,6 +179,7 @@ func (s *state) dropMap(v *volume, from uint32) {
 }
 
 func (s *state) remove(v *volume) {
+	s.logical -= uint64(v.cm().n)
 	delete(s.vols, v.id)
 	delete(s.names, v.name)
 	delete(s.uuids, v.uuid)
@@ -222,6 +223,7 @@ func (s *state) checkNew(id uint32, name string, u uuid.UUID) error {
 }
 
 func (s *state) add(v *volume) {
+	s.logical += uint64(v.cm().n)
 	s.vols[v.id] = v
 	s.names[v.name] = v
 	s.uuids[v.uuid] = v
@@ -253,8 +255,11 @@ func (s *state) applyCreate(d *dec) error {
 	if v.flags&^knownFlags != 0 || (v.parentID != 0 && s.vols[v.parentID] == nil) {
 		return corrupt("create: bad flags or parent")
 	}
-	v.size.Store(size)
 	n := s.clustersFor(size)
+	if !s.roomFor(n) {
+		return corrupt("volumes exceed %d logical clusters in total", uint64(maxTotalLogical))
+	}
+	v.size.Store(size)
 	v.setView(newCmap(n), s.vols[v.parentID], n)
 	s.add(v)
 	return nil
@@ -271,6 +276,10 @@ func (s *state) applyResize(d *dec) error {
 	}
 	n := s.clustersFor(size)
 	m := v.cm()
+	if n > m.n && !s.roomFor(n-m.n) {
+		return corrupt("volumes exceed %d logical clusters in total", uint64(maxTotalLogical))
+	}
+	s.logical = s.logical - uint64(m.n) + uint64(n)
 	if n < m.n {
 		s.dropMap(v, n)
 	}
@@ -290,6 +299,9 @@ func (s *state) applySnapshot(d *dec) error {
 	}
 	if err := s.checkNew(v.id, v.name, v.uuid); err != nil {
 		return err
+	}
+	if !s.roomFor(src.cm().n) {
+		return corrupt("volumes exceed %d logical clusters in total", uint64(maxTotalLogical))
 	}
 	v.flags = flagSnapshot | src.flags&(flagThin|flagClone)
 	v.origin = src.id

@@ -79,6 +79,13 @@ func (s *state) verify() error {
 	if !used.equal(s.used) {
 		return corrupt("allocation bitmap does not match maps")
 	}
+	var logical uint64
+	for _, v := range s.vols {
+		logical += uint64(v.cm().n)
+	}
+	if logical != s.logical {
+		return corrupt("total logical clusters %d, counter %d", logical, s.logical)
+	}
 	if mapped != s.mapped || marks != s.marks {
 		return corrupt("counters: mapped %d/%d markers %d/%d", mapped, s.mapped, marks, s.marks)
 	}

@@ -119,6 +119,9 @@ func decodeState(l *Label, b []byte) (*state, error) {
 		}
 		v.size.Store(size)
 		n := s.clustersFor(size)
+		if !s.roomFor(n) {
+			return nil, corrupt("volumes exceed %d logical clusters in total", uint64(maxTotalLogical))
+		}
 		if through > n {
 			return nil, corrupt("volume %d: read-through limit %d beyond %d clusters", v.id, through, n)
 		}

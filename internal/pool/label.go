@@ -29,6 +29,10 @@ const (
 	maxClusters = 1<<32 - 16
 	// maxLogicalClusters bounds one volume's map (2^28 clusters).
 	maxLogicalClusters = 1 << 28
+	// maxTotalLogical bounds the logical clusters of all volumes together,
+	// so map roots (8 bytes per 512 clusters) stay under 64 MiB even for
+	// overcommitted thin pools and for corrupt metadata.
+	maxTotalLogical = 1 << 32
 )
 
 // State is the pool's lifecycle state recorded in its label.

@@ -118,8 +118,9 @@ func parseUUID(s string) (uuid.UUID, error) {
 }
 
 // checkNewLocked validates a new volume's name and uuid against existing
-// ones and the volume limit. Caller holds p.mu.
-func (p *Pool) checkNewLocked(name string, u uuid.UUID) error {
+// ones, the volume limit and the total map size (n logical clusters).
+// Caller holds p.mu.
+func (p *Pool) checkNewLocked(name string, u uuid.UUID, n uint32) error {
 	if err := validName(name, maxNameLen); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
@@ -131,6 +132,9 @@ func (p *Pool) checkNewLocked(name string, u uuid.UUID) error {
 	}
 	if uint32(len(p.st.vols)) >= p.st.maxVols {
 		return fmt.Errorf("%w: pool holds the maximum of %d replicas and snapshots", ErrNoSpace, p.st.maxVols)
+	}
+	if !p.st.roomFor(n) {
+		return fmt.Errorf("%w: replicas and snapshots would exceed %d logical clusters in total", ErrNoSpace, uint64(maxTotalLogical))
 	}
 	return nil
 }
@@ -172,7 +176,7 @@ func (p *Pool) CreateReplica(ctx context.Context, name string, o ReplicaOptions)
 		p.mu.Unlock()
 		return v.rep, nil
 	}
-	err = p.checkNewLocked(name, u)
+	err = p.checkNewLocked(name, u, p.st.clustersFor(o.Size))
 	p.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: create replica %q: %w", p.label.Name, name, err)
@@ -348,6 +352,10 @@ func (p *Pool) ResizeReplica(ctx context.Context, nameOrUUID string, newSize int
 		}
 	}
 	p.mu.Lock()
+	if nn > on && !p.st.roomFor(nn-on) {
+		p.mu.Unlock()
+		return fmt.Errorf("pool %s: grow replica %s: replicas and snapshots would exceed %d logical clusters in total: %w", p.label.Name, v.name, uint64(maxTotalLogical), ErrNoSpace)
+	}
 	v.amu.Lock()
 	for l := range v.pending {
 		if l >= nn {

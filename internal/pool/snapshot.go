@@ -117,7 +117,7 @@ func (p *Pool) CreateSnapshot(ctx context.Context, replica, snapName, snapUUID s
 		p.mu.Unlock()
 		return s.snap, nil
 	}
-	err = p.checkNewLocked(snapName, u)
+	err = p.checkNewLocked(snapName, u, v.cm().n)
 	p.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: snapshot %q: %w", p.label.Name, snapName, err)
@@ -188,7 +188,7 @@ func (p *Pool) CloneSnapshot(ctx context.Context, snapName, cloneName, cloneUUID
 		p.mu.Unlock()
 		return c.rep, nil
 	}
-	err = p.checkNewLocked(cloneName, u)
+	err = p.checkNewLocked(cloneName, u, s.cm().n)
 	p.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("pool %s: clone %q: %w", p.label.Name, cloneName, err)

@@ -91,6 +91,8 @@ type state struct {
 	dirty  map[uint32]struct{} // freed, not yet zeroed
 	window map[uint32]struct{} // reserved zeroed clusters for data-first allocations
 	mapped int64               // clusters referenced by maps
+	// logical is the sum of all volumes' map lengths (see maxTotalLogical).
+	logical uint64
 	marks  int64               // mZero entries in all maps
 }
 
@@ -99,6 +101,9 @@ func newState(l *Label) *state {
 		vols: map[uint32]*volume{}, names: map[string]*volume{}, uuids: map[uuid.UUID]*volume{},
 		used: newBitmap(l.Clusters), dirty: map[uint32]struct{}{}, window: map[uint32]struct{}{}}
 }
+
+// roomFor reports whether n more logical clusters fit maxTotalLogical.
+func (s *state) roomFor(n uint32) bool { return s.logical+uint64(n) <= maxTotalLogical }
 
 // maxMarkers bounds mZero entries so a checkpoint always fits its slot.
 func (s *state) maxMarkers() int64 { return int64(s.clusters) }
