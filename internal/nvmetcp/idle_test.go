@@ -1,6 +1,9 @@
 package nvmetcp
 
 import (
+	"context"
+	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,4 +33,35 @@ func TestIdleUsesNoCPU(t *testing.T) {
 		t.Fatalf("idle target+initiator used %v CPU in 2 s", used)
 	}
 	t.Logf("idle CPU over 2 s: %v", used)
+}
+
+// TestNoGoroutineLeaks: after Device.Close and Target.Close every
+// goroutine started by either is gone.
+func TestNoGoroutineLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		tg, err := NewTarget(TargetConfig{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
+		must(t, err)
+		must(t, tg.Start(context.Background()))
+		nqn, _ := addMalloc(t, tg, "leak", 4<<20, 512)
+		d := dial(t, tg, Config{SubNQN: nqn, IOQueues: 4})
+		var wg sync.WaitGroup
+		for w := 0; w < 16; w++ {
+			wg.Go(func() { d.WriteAt(make([]byte, 64<<10), int64(w)*65536) })
+		}
+		wg.Wait()
+		if _, err := Discover(context.Background(), tg.Addr().String(), testHost); err != nil {
+			t.Fatal(err)
+		}
+		must(t, d.Close())
+		must(t, tg.Close())
+	}()
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
