@@ -284,12 +284,12 @@ func startNVMf(ctx context.Context, env *Env, e *engine, t *Target, malloc bool)
 		if _, err := e.cli(ctx, "bdev", "create", fmt.Sprintf("malloc:///benchmemn?size_mb=%d", env.Size>>20), "--name", "benchmemn"); err != nil {
 			return nil, err
 		}
-		out, err = e.cli(ctx, "bdev", "share", "benchmemn", "--protocol", "nvmf")
+		out, err = e.cli(ctx, "bdev", "share", "benchmemn", "--protocol", "nvmf", "--allow-any-host")
 	} else {
 		if err := e.poolReplica(ctx, env, "bench-n", "n0"); err != nil {
 			return nil, err
 		}
-		out, err = e.cli(ctx, "replica", "share", "bench-n", "n0", "--protocol", "nvmf")
+		out, err = e.cli(ctx, "replica", "share", "bench-n", "n0", "--protocol", "nvmf", "--allow-any-host")
 	}
 	if err != nil {
 		return nil, err

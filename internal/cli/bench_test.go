@@ -15,7 +15,12 @@ func TestBenchNVMf(t *testing.T) {
 	e := startEngineProc(t, filepath.Join(dir, "data"))
 	e.ok(t, "pool", "create", "p", img)
 	e.ok(t, "replica", "create", "p", "r1", "--size=16")
-	uri := strings.TrimSpace(e.ok(t, "replica", "share", "p", "r1"))
+	const host = "nqn.2019-05.io.kura:bench-host"
+	uri := strings.TrimSpace(e.ok(t, "replica", "share", "p", "r1", "--allowed-host", host))
+	// A host that is not on the allow-list is refused at Connect.
+	e.fails(t, "", "bench", uri, "--time", "200ms")
+	e.fails(t, "allowed host", "replica", "share", "p", "r1") // empty allow-list: refused
+	uri += "?hostnqn=" + host
 	out := e.ok(t, "bench", uri, "--rw", "randrw", "--time", "500ms", "--qd", "8", "-o", "json")
 	var res struct {
 		Ops    uint64  `json:"ops"`

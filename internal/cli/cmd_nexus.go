@@ -168,7 +168,7 @@ func newNexusPublishCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "publish NAME",
 		Short:   "Export a nexus over NVMe/TCP or NBD and print its URI",
-		Example: "  kura nexus publish vol1\n  kura nexus publish vol1 --protocol nbd",
+		Example: "  kura nexus publish vol1 --allowed-host nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427\n  kura nexus publish vol1 --protocol nbd",
 		Args:    exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o, err := share.options()

@@ -29,8 +29,8 @@ type shareFlags struct {
 
 func (s *shareFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&s.protocol, "protocol", "nvmf", "nvmf (NVMe/TCP) or nbd")
-	cmd.Flags().StringArrayVar(&s.allowedHosts, "allowed-host", nil, "host allowed to connect, repeatable: a host NQN for nvmf, an IP or CIDR for nbd (default: any host)")
-	cmd.Flags().BoolVar(&s.allowAny, "allow-any-host", false, "let any host connect")
+	cmd.Flags().StringArrayVar(&s.allowedHosts, "allowed-host", nil, "host allowed to connect, repeatable: a host NQN for nvmf, an IP or CIDR for nbd (nvmf needs this or --allow-any-host; nbd default: any client)")
+	cmd.Flags().BoolVar(&s.allowAny, "allow-any-host", false, "let any host connect (nvmf: must be asked for explicitly)")
 }
 
 func (s *shareFlags) options() (*enginev1.ShareOptions, error) {
@@ -219,7 +219,7 @@ func newReplicaShareCmd(g *globals) *cobra.Command {
 		Long: `Export a replica and print the URI clients connect to.
 The share and its allow-list survive an engine restart.
 With no --allowed-host any host may connect.`,
-		Example: "  kura replica share tpool replica1\n  kura replica share tpool replica1 --allowed-host nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427\n  kura replica share tpool replica1 --protocol nbd",
+		Example: "  kura replica share tpool replica1 --allow-any-host\n  kura replica share tpool replica1 --allowed-host nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427\n  kura replica share tpool replica1 --protocol nbd",
 		Args:    exactArgs("POOL", "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o, err := share.options()

@@ -85,7 +85,7 @@ and a few commands to try; Ctrl-C stops it cleanly.`,
 			fmt.Fprintf(w, "Try, in another terminal:\n")
 			fmt.Fprintf(w, "  kura%s pool list\n", engineFlag)
 			fmt.Fprintf(w, "  kura%s replica create default vol1 --size=256MiB --thin\n", engineFlag)
-			fmt.Fprintf(w, "  kura%s replica share default vol1                   # NVMe/TCP: prints the nvmf:// URI\n", engineFlag)
+			fmt.Fprintf(w, "  kura%s replica share default vol1 --allow-any-host  # NVMe/TCP: prints the nvmf:// URI\n", engineFlag)
 			fmt.Fprintf(w, "  kura%s replica list\n", engineFlag)
 			fmt.Fprintf(w, "  kura bench nvmf://%s/nqn.2019-05.io.kura:vol1 --time 5s\n", d.nvmf)
 			fmt.Fprintf(w, "  kura%s host info\n\n", engineFlag)

@@ -73,7 +73,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		for _, proto := range []enginev1.ShareProtocol{enginev1.ShareProtocol_SHARE_PROTOCOL_NBD, enginev1.ShareProtocol_SHARE_PROTOCOL_NVMF} {
 			name := "r" + proto.String()
 			if _, err := te.replica.CreateReplica(ctx, &enginev1.CreateReplicaRequest{Pool: "p", Name: name[len(name)-3:], Size: 4 << 20,
-				Share: &enginev1.ShareOptions{Protocol: proto}}); err != nil {
+				Share: &enginev1.ShareOptions{Protocol: proto, AllowAnyHost: true}}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -140,6 +140,11 @@ func TestBadInput(t *testing.T) {
 				Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NVMF, AllowedHosts: []string{"not-an-nqn"}}})
 			return err
 		}, codes.InvalidArgument},
+		{"NVMe/TCP share with an empty allow-list", func() error {
+			_, err := te.replica.ShareReplica(ctx, &enginev1.ShareReplicaRequest{Pool: "tpool", Name: "r1", Options: &enginev1.ShareOptions{
+				Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NVMF}})
+			return err
+		}, codes.InvalidArgument},
 		{"bad NBD client", func() error {
 			_, err := te.replica.ShareReplica(ctx, &enginev1.ShareReplicaRequest{Pool: "tpool", Name: "r1", Options: &enginev1.ShareOptions{
 				Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NBD, AllowedHosts: []string{"nqn.2014-08.org.nvmexpress:uuid:x"}}})

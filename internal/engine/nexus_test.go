@@ -97,7 +97,7 @@ func TestNexusLifecycleAndRestart(t *testing.T) {
 	waitOnline(te)
 
 	// A remote child over NVMe/TCP (our own target, through the initiator).
-	sh, err := te.replica.ShareReplica(ctx, &enginev1.ShareReplicaRequest{Pool: "p", Name: "r4", Options: &enginev1.ShareOptions{Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NVMF}})
+	sh, err := te.replica.ShareReplica(ctx, &enginev1.ShareReplicaRequest{Pool: "p", Name: "r4", Options: &enginev1.ShareOptions{Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NVMF, AllowAnyHost: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,6 +71,11 @@ func checkShareOptions(o *enginev1.ShareOptions) error {
 	if o.GetAllowAnyHost() && len(o.GetAllowedHosts()) > 0 {
 		return fmt.Errorf("%w: give either allowed hosts or allow-any-host, not both", ErrInvalidArgument)
 	}
+	// An NVMe/TCP share is reachable by any host only when the user asks for
+	// it: an empty allow-list is a mistake, not an open door.
+	if o.GetProtocol() != enginev1.ShareProtocol_SHARE_PROTOCOL_NBD && len(o.GetAllowedHosts()) == 0 && !o.GetAllowAnyHost() {
+		return fmt.Errorf("%w: an NVMe/TCP share needs at least one allowed host NQN (--allowed-host NQN), or allow-any-host (--allow-any-host) to let every host connect", ErrInvalidArgument)
+	}
 	return nil
 }
 
@@ -84,7 +89,7 @@ func shareRecordFor(kind, poolName, name string, o *enginev1.ShareOptions) share
 		Kind: kind, Pool: poolName, Name: name,
 		Protocol:     protoName(o.GetProtocol()),
 		AllowedHosts: hosts,
-		AllowAnyHost: len(hosts) == 0,
+		AllowAnyHost: o.GetAllowAnyHost() || len(hosts) == 0, // NBD: no list = any client (loopback by default)
 	}
 }
 
