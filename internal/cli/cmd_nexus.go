@@ -24,11 +24,32 @@ rebuilt while the volume stays in use.`,
 		newNexusSimpleCmd(g, "shutdown", "Stop I/O on a nexus and record a clean shutdown"),
 		newNexusListCmd(g), newNexusChildrenCmd(g), newNexusPublishCmd(g),
 		newNexusSimpleCmd(g, "unpublish", "Stop exporting a nexus"),
+		newNexusChildGroup(g))
+	// The child verbs also work without the "child" word: kura nexus fault vol1 URI.
+	cmd.AddCommand(newNexusChildCmds(g)...)
+	return cmd
+}
+
+// newNexusChildCmds returns the child verbs (add, remove, fault, offline, online).
+func newNexusChildCmds(g *globals) []*cobra.Command {
+	return []*cobra.Command{
 		newNexusChildCmd(g, "add", "Add a child and rebuild it"),
 		newNexusChildCmd(g, "remove", "Remove a child (never the last healthy one)"),
 		newNexusChildCmd(g, "fault", "Fault a child (it is no longer read or written)"),
 		newNexusChildCmd(g, "offline", "Take a child offline; writes it misses are logged"),
-		newNexusChildCmd(g, "online", "Bring a faulted or offline child back and rebuild it"))
+		newNexusChildCmd(g, "online", "Bring a faulted or offline child back and rebuild it"),
+	}
+}
+
+// newNexusChildGroup is "kura nexus child add|remove|fault|offline|online".
+func newNexusChildGroup(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "child",
+		Short: "Add, remove, fault, offline or online a child of a nexus",
+		Example: "  kura nexus child add vol1 bdev:///r3\n  kura nexus child offline vol1 bdev:///r2\n" +
+			"  kura nexus child online vol1 bdev:///r2    # partial rebuild of what it missed",
+	}
+	cmd.AddCommand(newNexusChildCmds(g)...)
 	return cmd
 }
 
@@ -123,6 +144,16 @@ func newNexusListCmd(g *globals) *cobra.Command {
 					}
 					fmt.Fprintf(g.stdout, nexusRow, n.GetName(), humanSize(n.GetSize()), enumLabel(n.GetState().String(), "NEXUS_STATE_"),
 						fmt.Sprint(len(n.GetChildren())), uri)
+					for _, ch := range n.GetChildren() {
+						state := enumLabel(ch.GetState().String(), "CHILD_STATE_")
+						if ch.GetState() == enginev1.ChildState_CHILD_STATE_REBUILDING {
+							state += fmt.Sprintf(" %d%%", ch.GetRebuildProgress())
+						}
+						if r := ch.GetReason(); r != "" {
+							state += " (" + r + ")"
+						}
+						fmt.Fprintf(g.stdout, "  - %-46s %s\n", ch.GetUri(), state)
+					}
 				}
 				return nil
 			})

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -41,9 +42,12 @@ func TestNexusCLI(t *testing.T) {
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	e.ok(t, "nexus", "offline", "vol1", "bdev:///r2")
+	e.ok(t, "nexus", "child", "offline", "vol1", "bdev:///r2")
 	if got := e.ok(t, "nexus", "children", "vol1"); !strings.Contains(got, "offline") {
 		t.Fatalf("children:\n%s", got)
+	}
+	if got := e.ok(t, "nexus", "list"); !strings.Contains(got, "degraded") || !regexp.MustCompile(`(?m)^  - bdev:///r2 +offline`).MatchString(got) {
+		t.Fatalf("nexus list does not show the offline child:\n%s", got)
 	}
 	buf2 := bytes.Repeat([]byte{0x5A}, 64<<10)
 	if err := c.WriteAt(buf2, 4<<20); err != nil {
@@ -54,7 +58,7 @@ func TestNexusCLI(t *testing.T) {
 	}
 	e.ok(t, "nexus", "online", "vol1", "bdev:///r2")
 	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(e.ok(t, "nexus", "list"), "online") {
+	for !regexp.MustCompile(`(?m)^vol1 .* online `).MatchString(e.ok(t, "nexus", "list")) {
 		if time.Now().After(deadline) {
 			t.Fatal("nexus did not come back online")
 		}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/uuid"
 	enginev1 "github.com/kura-io/kura/api/engine/v1"
 	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/nexus"
@@ -85,7 +86,7 @@ func (e *Engine) createNexusLocked(ctx context.Context, rec nexusRecord) (*nexus
 		return nil, err
 	}
 	if rec.UUID == "" {
-		rec.UUID = rec.Name
+		rec.UUID = uuid.NewString()
 	}
 	n, err := nexus.New(ctx, nexus.Config{
 		Name: rec.Name, UUID: rec.UUID, Size: rec.Size, Children: slices.Clone(rec.Children),
