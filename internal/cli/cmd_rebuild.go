@@ -30,7 +30,8 @@ func newRebuildCmd(g *globals) *cobra.Command {
 }
 
 func newRebuildOpCmd(g *globals, verb, short string) *cobra.Command {
-	return &cobra.Command{
+	var watch bool
+	cmd := &cobra.Command{
 		Use:   verb + " NEXUS CHILD",
 		Short: short,
 		Args:  exactArgs("NEXUS", "CHILD"),
@@ -54,6 +55,9 @@ func newRebuildOpCmd(g *globals, verb, short string) *cobra.Command {
 					}
 					return printJSON(g.stdout, r.GetStats())
 				case "progress":
+					if watch {
+						return watchRebuild(cmd.Context(), g, c, req)
+					}
 					r, err := c.rebuild.GetRebuildProgress(ctx, req)
 					if err != nil {
 						return err
@@ -84,6 +88,10 @@ func newRebuildOpCmd(g *globals, verb, short string) *cobra.Command {
 			})
 		},
 	}
+	if verb == "progress" {
+		cmd.Flags().BoolVarP(&watch, "watch", "w", false, "draw a progress bar until the rebuild ends")
+	}
+	return cmd
 }
 
 func newRebuildHistoryCmd(g *globals) *cobra.Command {
