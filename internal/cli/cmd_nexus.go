@@ -24,7 +24,7 @@ rebuilt while the volume stays in use.`,
 		newNexusSimpleCmd(g, "shutdown", "Stop I/O on a nexus and record a clean shutdown"),
 		newNexusListCmd(g), newNexusChildrenCmd(g), newNexusPublishCmd(g),
 		newNexusSimpleCmd(g, "unpublish", "Stop exporting a nexus"),
-		newNexusChildGroup(g))
+		newNexusChildGroup(g), newNexusSnapshotCmd(g, "snapshot"))
 	// The child verbs also work without the "child" word: kura nexus fault vol1 URI.
 	cmd.AddCommand(newNexusChildCmds(g)...)
 	return cmd

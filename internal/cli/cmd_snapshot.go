@@ -103,8 +103,14 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	nexusSnap := &cobra.Command{
-		Use:   "nexus NEXUS NAME",
+	cmd.AddCommand(create, clone, destroy, list, newNexusSnapshotCmd(g, "nexus"))
+	return cmd
+}
+
+// newNexusSnapshotCmd is "kura snapshot nexus" and "kura nexus snapshot".
+func newNexusSnapshotCmd(g *globals, use string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " NEXUS NAME",
 		Short: "Snapshot every replica of a nexus at one point in time (NAME-REPLICA)",
 		Args:  exactArgs("NEXUS", "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -123,6 +129,4 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, clone, destroy, list, nexusSnap)
-	return cmd
 }

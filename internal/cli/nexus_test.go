@@ -68,6 +68,14 @@ func TestNexusCLI(t *testing.T) {
 	if got := e.ok(t, "rebuild", "history", "vol1"); !strings.Contains(got, "bdev:///r2") || !strings.Contains(got, "completed") || !strings.Contains(got, "partial") {
 		t.Fatalf("rebuild history:\n%s", got)
 	}
+	if got := e.ok(t, "nexus", "snapshot", "vol1", "s1"); !strings.Contains(got, "p/s1-r1") || !strings.Contains(got, "p/s1-r2") {
+		t.Fatalf("nexus snapshot printed:\n%s", got)
+	}
+	if got := e.ok(t, "snapshot", "list"); !strings.Contains(got, "s1-r1") {
+		t.Fatalf("snapshot list:\n%s", got)
+	}
+	e.ok(t, "snapshot", "destroy", "p", "s1-r1")
+	e.ok(t, "snapshot", "destroy", "p", "s1-r2")
 	e.ok(t, "nexus", "destroy", "vol1")
 	// Both replicas hold both writes.
 	for _, r := range []string{"r1", "r2"} {
