@@ -32,6 +32,23 @@ type uringSlot struct {
 	done   chan int32 // capacity 1: the CQE result, or uringLead
 	pin    []byte     // caller memory the kernel is using (kept reachable, forced to the heap)
 	bounce []byte     // aligned buffer for unaligned caller memory
+
+	// Asynchronous operations (Start); cb is nil for synchronous ones.
+	cb    IOCompletion
+	write bool
+	off   int64 // device offset of pin[0]
+	n     int   // bytes of pin transferred so far
+	err   error // set when the operation failed
+}
+
+// IOCompletion receives the results of operations started with
+// Uring.Start. The device calls IODone once per operation and, after a
+// batch of IODone calls, IOFlush once for each of them, on a goroutine that
+// reaps completions: both must return quickly and must not wait for other
+// I/O on the device.
+type IOCompletion interface {
+	IODone(n int, err error)
+	IOFlush()
 }
 
 // Uring is a block device driven through a hand-written io_uring. Any number
@@ -51,8 +68,14 @@ type Uring struct {
 	gate *gate // calls in flight vs Close
 
 	mu      sync.Mutex // guards the SQ tail and SQE array (ring.push), reaping and waiting
-	reaping bool       // a submitter is leading (reaps the CQ)
+	reaping bool       // a submitter (or the async reaper) is leading (reaps the CQ)
 	waiting uint64     // slots whose submitter waits on its channel (bit = slot index)
+	async   int        // asynchronous operations in flight
+	started bool       // the async reaper goroutine runs
+
+	kick      chan struct{} // capacity 1: hands the lead to the async reaper
+	stop      chan struct{} // closed by Close: the async reaper exits
+	reaperEnd chan struct{} // closed when the async reaper has exited
 
 	free      chan *uringSlot // idle slots
 	slots     []uringSlot
@@ -87,7 +110,8 @@ func OpenUring(path string, opts FileOptions) (*Uring, error) {
 		return nil, fmt.Errorf("blockdev: uring bounce buffers: %w", err)
 	}
 	u := &Uring{b: b, r: r, gate: newGate(), free: make(chan *uringSlot, n),
-		slots: make([]uringSlot, n), bounceMem: mem}
+		slots: make([]uringSlot, n), bounceMem: mem,
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), reaperEnd: make(chan struct{})}
 	for i := range u.slots {
 		s := &u.slots[i]
 		s.idx = uint64(i)
@@ -134,55 +158,207 @@ func (u *Uring) do(s *uringSlot, e *sqe) int32 {
 	return u.lead(s)
 }
 
-// lead reaps completions, delivering the others', until s's own arrives;
-// then it hands the lead to a waiting submitter or gives it up.
+// lead reaps completions until s's own arrives (s == nil: the async
+// reaper, until no asynchronous operation is in flight), delivering the
+// others' results; then it hands the lead to a waiting submitter, or to the
+// async reaper while asynchronous operations are in flight, or gives it up.
 func (u *Uring) lead(s *uringSlot) int32 {
 	var (
 		mine  int32
-		got   bool
+		done  bool
 		batch [2 * uringEntries]struct {
 			ud  uint64
 			res int32
 		}
+		fin [2 * uringEntries]*uringSlot // async operations that finished
 	)
-	for !got {
+	own := ^uint64(0)
+	if s != nil {
+		own = s.idx
+	}
+	for !done {
 		if err := u.r.submitAndWait(); err != nil {
 			slog.Error("blockdev: uring wait", "path", u.b.path, "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		n := 0
+		n, nf := 0, 0
+		got := false
 		u.r.reap(func(ud uint64, res int32) {
-			if ud == s.idx {
+			if ud == own {
 				mine, got = res, true
 			} else if n < len(batch) {
 				batch[n].ud, batch[n].res = ud, res
 				n++
 			}
 		})
-		var handTo *uringSlot
+		var (
+			handTo   *uringSlot
+			kick     bool
+			resubmit uint32
+		)
 		u.mu.Lock()
-		for i := range n {
-			u.waiting &^= uint64(1) << batch[i].ud
+		for i := 0; i < n; i++ {
+			sl := &u.slots[batch[i].ud]
+			if sl.cb == nil {
+				u.waiting &^= uint64(1) << batch[i].ud
+				continue
+			}
+			if t, again := u.asyncResult(sl, batch[i].res); again {
+				resubmit = t
+			} else {
+				fin[nf] = sl
+				nf++
+				u.async--
+			}
+			batch[i].ud = ^uint64(0) // handled here, not a channel delivery
 		}
-		if got {
-			if u.waiting != 0 {
+		if got || (s == nil && u.async == 0) {
+			done = true
+			switch {
+			case u.waiting != 0:
 				j := bits.TrailingZeros64(u.waiting)
 				u.waiting &^= uint64(1) << j
 				handTo = &u.slots[j]
-			} else {
+			case u.async > 0:
+				kick = true
+			default:
 				u.reaping = false
 			}
 		}
 		u.mu.Unlock()
-		for i := range n {
-			u.slots[batch[i].ud].done <- batch[i].res // capacity 1, and empty: its owner is waiting
+		if resubmit != 0 {
+			if err := u.r.submitThrough(resubmit); err != nil {
+				slog.Error("blockdev: uring submit", "path", u.b.path, "err", err)
+			}
 		}
+		for i := 0; i < n; i++ {
+			if batch[i].ud != ^uint64(0) {
+				u.slots[batch[i].ud].done <- batch[i].res // capacity 1, and empty: its owner is waiting
+			}
+		}
+		u.finishAsync(fin[:nf])
 		if handTo != nil {
 			handTo.done <- uringLead
 		}
+		if kick {
+			u.kick <- struct{}{} // capacity 1, and empty: one lead token exists
+		}
 	}
 	return mine
+}
+
+// asyncResult accounts one completion of asynchronous slot sl (mu held).
+// It returns again=true, with the new SQ tail, when the rest of the
+// operation was queued again (interrupted or short transfer).
+func (u *Uring) asyncResult(sl *uringSlot, res int32) (tail uint32, again bool) {
+	switch {
+	case res == -int32(unix.EINTR) || res == -int32(unix.EAGAIN):
+	case res <= 0:
+		var cause error = errShort
+		if res < 0 {
+			cause = unix.Errno(-res)
+		}
+		sl.err = ioErr(opName(sl.write), u.b.path, sl.off+int64(sl.n), cause)
+		return 0, false
+	default:
+		sl.n += int(res)
+		if sl.n >= len(sl.pin) {
+			return 0, false
+		}
+	}
+	return u.r.push(u.asyncSQE(sl)), true
+}
+
+// finishAsync frees the slots of finished asynchronous operations and
+// reports them: every IODone, then every IOFlush.
+func (u *Uring) finishAsync(fin []*uringSlot) {
+	if len(fin) == 0 {
+		return
+	}
+	var cbs [2 * uringEntries]IOCompletion
+	for i, sl := range fin {
+		cb, n, err := sl.cb, sl.n, sl.err
+		sl.cb, sl.pin, sl.err = nil, nil, nil
+		cbs[i] = cb
+		u.free <- sl
+		cb.IODone(n, err)
+	}
+	for i := range fin {
+		cbs[i].IOFlush()
+		cbs[i] = nil
+		u.gate.exit()
+	}
+}
+
+// Start begins reading (write=false) or writing p at off without waiting;
+// cb gets the result on the goroutine that reaps it. It returns false, and
+// starts nothing, when the operation cannot run asynchronously (p empty,
+// too large or not aligned for O_DIRECT, range invalid, no free slot,
+// device closed): the caller then uses ReadAt or WriteAt. p must not be
+// touched until cb.IODone.
+func (u *Uring) Start(write bool, p []byte, off int64, cb IOCompletion) bool {
+	if len(p) == 0 || len(p) > uringMaxIO || (u.b.direct && !isAligned(p)) ||
+		CheckRange(off, int64(len(p)), u.b.bs, u.b.size) != nil {
+		return false
+	}
+	if !u.gate.enter() {
+		return false
+	}
+	var sl *uringSlot
+	select {
+	case sl = <-u.free:
+	default:
+		u.gate.exit()
+		return false
+	}
+	sl.cb, sl.write, sl.pin, sl.off, sl.n, sl.err = cb, write, p, off, 0, nil
+	e := u.asyncSQE(sl)
+	u.mu.Lock()
+	tail := u.r.push(e)
+	u.async++
+	if !u.started {
+		u.started = true
+		go u.asyncReaper()
+	}
+	kick := !u.reaping
+	if kick {
+		u.reaping = true
+	}
+	u.mu.Unlock()
+	if err := u.r.submitThrough(tail); err != nil {
+		slog.Error("blockdev: uring submit", "path", u.b.path, "err", err)
+	}
+	if kick {
+		u.kick <- struct{}{} // capacity 1, and empty: one lead token exists
+	}
+	return true
+}
+
+// asyncReaper leads (reaps completions) whenever it is handed the lead
+// while asynchronous operations are in flight. Started by the first Start,
+// stopped by Close.
+func (u *Uring) asyncReaper() {
+	defer close(u.reaperEnd)
+	for {
+		select {
+		case <-u.kick:
+			u.lead(nil)
+		case <-u.stop:
+			return
+		}
+	}
+}
+
+// asyncSQE builds the SQE for the rest of asynchronous slot sl.
+func (u *Uring) asyncSQE(sl *uringSlot) *sqe {
+	rest := sl.pin[sl.n:]
+	op := uint8(opRead)
+	if sl.write {
+		op = opWrite
+	}
+	return &sqe{opcode: op, fd: int32(u.b.fd), off: uint64(sl.off + int64(sl.n)),
+		addr: uint64(uintptr(unsafe.Pointer(&rest[0]))), len: uint32(len(rest)), userData: sl.idx}
 }
 
 // Size returns the device size in bytes.
@@ -366,6 +542,13 @@ func (u *Uring) Allocated(off, length int64) (bool, error) {
 func (u *Uring) Close() error {
 	if !u.gate.close() {
 		return ErrClosed
+	}
+	close(u.stop)
+	u.mu.Lock()
+	started := u.started
+	u.mu.Unlock()
+	if started {
+		<-u.reaperEnd
 	}
 	u.r.close()
 	unix.Munmap(u.bounceMem)

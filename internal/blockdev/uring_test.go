@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/kura-io/kura/internal/blockdev"
 )
@@ -62,4 +63,95 @@ func TestUringConcurrentHandoff(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// asyncOp collects one Start result.
+type asyncOp struct {
+	n       int
+	err     error
+	flushed chan struct{}
+}
+
+func (a *asyncOp) IODone(n int, err error) { a.n, a.err = n, err }
+func (a *asyncOp) IOFlush()                { close(a.flushed) }
+
+// TestUringStart mixes asynchronous (Start) and synchronous operations from
+// many goroutines and checks results and data.
+func TestUringStart(t *testing.T) {
+	skipNoUring(t)
+	const (
+		workers = 80
+		rounds  = 30
+		bs      = 4096
+	)
+	d, err := blockdev.OpenUring(tempFile(t, "", workers*bs), blockdev.FileOptions{BlockSize: bs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			off := int64(w * bs)
+			wbuf, rbuf := alignedBuf(bs), alignedBuf(bs)
+			do := func(write bool, p []byte) error {
+				if w%2 == 0 { // half the goroutines use Start, falling back like callers must
+					a := &asyncOp{flushed: make(chan struct{})}
+					if d.Start(write, p, off, a) {
+						<-a.flushed
+						if a.err == nil && a.n != len(p) {
+							return fmt.Errorf("async n = %d", a.n)
+						}
+						return a.err
+					}
+				}
+				var err error
+				if write {
+					_, err = d.WriteAt(p, off)
+				} else {
+					_, err = d.ReadAt(p, off)
+				}
+				return err
+			}
+			for r := range rounds {
+				for i := range wbuf {
+					wbuf[i] = byte(w + r + i)
+				}
+				if err := do(true, wbuf); err != nil {
+					errs <- err
+					return
+				}
+				if err := do(false, rbuf); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(wbuf, rbuf) {
+					errs <- fmt.Errorf("block at %d: data mismatch in round %d", off, r)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if d.Start(false, alignedBuf(bs), int64(workers*bs), &asyncOp{}) {
+		t.Error("Start past the end started")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d.Start(false, alignedBuf(bs), 0, &asyncOp{}) {
+		t.Error("Start after Close started")
+	}
+}
+
+func alignedBuf(n int) []byte {
+	raw := make([]byte, n+4096)
+	skip := (4096 - int(uintptr(unsafe.Pointer(&raw[0]))%4096)) % 4096
+	return raw[skip : skip+n : skip+n]
 }

@@ -30,6 +30,12 @@ const (
 	fastDeviceNs = 15_000
 )
 
+// asyncDevice is a device that can start reads and writes without
+// blocking the caller (blockdev.Uring).
+type asyncDevice interface {
+	Start(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool
+}
+
 // conn is one client connection. The reader goroutine (serve) owns br,
 // neg and the slot it is filling; workers own the slots handed to them.
 type conn struct {
@@ -52,6 +58,7 @@ type conn struct {
 	// blockStatusOn: base:allocation was selected for this export.
 	blockStatusOn bool
 
+	async    asyncDevice   // dev, when it can run reads and writes asynchronously
 	free     chan *request // idle slots
 	work     chan *request // slots for the workers
 	workers  int           // workers started (reader only)
@@ -164,7 +171,9 @@ func (c *conn) transmit(e *export) error {
 	slots := make([]request, numSlots)
 	c.free = make(chan *request, numSlots)
 	c.work = make(chan *request, numSlots)
+	c.async, _ = e.dev.(asyncDevice)
 	for i := range slots {
+		slots[i].c = c
 		c.free <- &slots[i]
 	}
 	var err error
@@ -180,6 +189,9 @@ func (c *conn) transmit(e *export) error {
 		}
 		if c.inflight.Load() == 0 && (c.br.Buffered() == 0 || c.ewmaNs < fastDeviceNs) {
 			c.processInline(r)
+			continue
+		}
+		if c.async != nil && c.startAsync(r) {
 			continue
 		}
 		c.dispatch(r)

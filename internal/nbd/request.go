@@ -16,6 +16,7 @@ type request struct {
 	off    uint64
 	length uint32
 
+	c        *conn   // the connection owning the slot (fixed)
 	bufp     *[]byte // pooled payload buffer, kept across requests when small
 	charged  int64   // bytes taken from the connection budget
 	replyLen int     // BLOCK_STATUS payload bytes in bufp
@@ -178,4 +179,40 @@ func (c *conn) execute(r *request) uint32 {
 		err = c.dev.Flush()
 	}
 	return errnoFor(err, true)
+}
+
+// startAsync starts a plain READ or WRITE on a device that can run it
+// asynchronously (blockdev.Uring): the reader goes back to the socket at
+// once and the device's reaping goroutine answers the request (IODone,
+// IOFlush), so no worker is woken. It returns false when r must take the
+// ordinary path (other commands, FUA, invalid requests, device refused).
+func (c *conn) startAsync(r *request) bool {
+	if (r.typ != cmdRead && r.typ != cmdWrite) || r.flags&cmdFlagFUA != 0 || r.length == 0 || c.validate(r) != 0 {
+		return false
+	}
+	c.inflight.Add(1)
+	c.wg.Add(1)
+	if c.async.Start(r.typ == cmdWrite, r.data(int(r.length)), int64(r.off), r) {
+		return true
+	}
+	c.inflight.Add(-1)
+	c.wg.Done()
+	return false
+}
+
+// IODone answers an asynchronous request (blockdev.IOCompletion). The
+// reply is appended without a flush; IOFlush follows once the device has
+// delivered its batch of completions, so a burst costs one write(2).
+func (r *request) IODone(n int, err error) {
+	c := r.c
+	c.reply(r, errnoFor(err, r.typ == cmdWrite), false)
+	c.finish(r) // r may be reused from here on; only r.c stays valid
+}
+
+// IOFlush writes out the replies of a batch of asynchronous completions.
+func (r *request) IOFlush() {
+	c := r.c
+	c.flushPending()
+	c.inflight.Add(-1)
+	c.wg.Done()
 }

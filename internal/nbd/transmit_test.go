@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,10 +126,24 @@ func TestRequestErrors(t *testing.T) {
 // TestInFlight pipelines many requests on one connection and matches the
 // (possibly reordered) replies by cookie.
 func TestInFlight(t *testing.T) {
-	for _, mode := range []struct{ sr, slow bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
-		t.Run(fmt.Sprintf("structured=%v/slow=%v", mode.sr, mode.slow), func(t *testing.T) {
+	for _, mode := range []struct{ sr, slow, async bool }{{false, false, false}, {true, false, false}, {false, true, false}, {true, true, false}, {false, true, true}, {true, true, true}} {
+		t.Run(fmt.Sprintf("structured=%v/slow=%v/async=%v", mode.sr, mode.slow, mode.async), func(t *testing.T) {
 			sr := mode.sr
 			s, dev := startServer(t, 16<<20, 512, ExportOptions{})
+			if mode.async { // an asynchronous device answers from its own goroutines
+				s.RemoveExport("disk")
+				ad := &asyncTestDevice{Device: slowDevice{dev, 300 * time.Microsecond}}
+				if err := s.AddExport("disk", ad, ExportOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				defer func() {
+					t.Logf("async device: %d started, %d refused", ad.started.Load(), ad.refused.Load())
+					if ad.started.Load() == 0 || ad.refused.Load() == 0 {
+						t.Errorf("async device: %d started, %d refused; want both > 0", ad.started.Load(), ad.refused.Load())
+					}
+				}()
+				mode.slow = false
+			}
 			if mode.slow { // a slow device forces the worker path
 				s.RemoveExport("disk")
 				if err := s.AddExport("disk", slowDevice{dev, 300 * time.Microsecond}, ExportOptions{}); err != nil {
@@ -375,6 +390,35 @@ func (s slowDevice) ReadAt(p []byte, off int64) (int, error) {
 func (s slowDevice) WriteAt(p []byte, off int64) (int, error) {
 	time.Sleep(s.d)
 	return s.Device.WriteAt(p, off)
+}
+
+// asyncTestDevice implements asyncDevice like blockdev.Uring: Start runs
+// the I/O on another goroutine after a delay and reports IODone, then
+// IOFlush; every fifth Start is refused (the caller must fall back).
+type asyncTestDevice struct {
+	blockdev.Device
+	calls, started, refused atomic.Int64
+}
+
+func (d *asyncTestDevice) Start(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool {
+	if d.calls.Add(1)%5 == 0 {
+		d.refused.Add(1)
+		return false
+	}
+	d.started.Add(1)
+	go func() {
+		time.Sleep(200 * time.Microsecond)
+		var n int
+		var err error
+		if write {
+			n, err = d.Device.WriteAt(p, off)
+		} else {
+			n, err = d.Device.ReadAt(p, off)
+		}
+		cb.IODone(n, err)
+		cb.IOFlush()
+	}()
+	return true
 }
 
 // TestLargeRequestsBudget pipelines more large requests than the
