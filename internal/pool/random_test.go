@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/testtool"
@@ -256,10 +257,12 @@ func TestConcurrentIOAndSnapshots(t *testing.T) {
 		})
 	}
 	for i := 0; i < 20; i++ {
+		time.Sleep(2 * time.Millisecond) // let writers run between snapshots
 		if _, err := p.CreateSnapshot(ctx, "r", fmt.Sprint("s", i), ""); err != nil {
 			t.Fatal(err)
 		}
 	}
+	time.Sleep(2 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	for w := range workers {
