@@ -98,31 +98,15 @@ func newBdevListCmd(g *globals) *cobra.Command {
 }
 
 func newBdevShareCmd(g *globals) *cobra.Command {
-	var share shareFlags
-	cmd := &cobra.Command{
-		Use:   "share NAME",
-		Short: "Export a bdev over NVMe/TCP or NBD and print its URI",
-		Args:  exactArgs("NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := share.options()
-			if err != nil {
-				return err
-			}
-			return withClient(cmd.Context(), g, func(ctx context.Context, c *client) error {
-				resp, err := c.bdev.ShareBdev(ctx, &enginev1.ShareBdevRequest{Name: args[0], Options: o})
-				if err != nil {
-					return err
-				}
-				if g.output == "json" {
-					return printJSON(g.stdout, resp.GetBdev())
-				}
-				fmt.Fprintln(g.stdout, resp.GetBdev().GetShare().GetUri())
-				return nil
-			})
+	return newShareCmd(g, shareCmdSpec{
+		use:   "share NAME",
+		short: "Export a bdev over NVMe/TCP or NBD and print its URI",
+		args:  []string{"NAME"},
+		call: func(ctx context.Context, c *client, args []string, o *enginev1.ShareOptions) (shared, error) {
+			resp, err := c.bdev.ShareBdev(ctx, &enginev1.ShareBdevRequest{Name: args[0], Options: o})
+			return resp.GetBdev(), err
 		},
-	}
-	share.add(cmd)
-	return cmd
+	})
 }
 
 func newBdevUnshareCmd(g *globals) *cobra.Command {

@@ -195,32 +195,17 @@ func newNexusChildrenCmd(g *globals) *cobra.Command {
 }
 
 func newNexusPublishCmd(g *globals) *cobra.Command {
-	var share shareFlags
-	cmd := &cobra.Command{
-		Use:     "publish NAME",
-		Short:   "Export a nexus over NVMe/TCP or NBD and print its URI",
-		Example: "  kura nexus publish vol1 --allowed-host nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427\n  kura nexus publish vol1 --protocol nbd",
-		Args:    exactArgs("NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := share.options()
-			if err != nil {
-				return err
-			}
-			return withClient(cmd.Context(), g, func(ctx context.Context, c *client) error {
-				resp, err := c.nexus.PublishNexus(ctx, &enginev1.PublishNexusRequest{Name: args[0], Options: o})
-				if err != nil {
-					return err
-				}
-				if g.output == "json" {
-					return printJSON(g.stdout, resp.GetNexus())
-				}
-				fmt.Fprintln(g.stdout, resp.GetNexus().GetShare().GetUri())
-				return nil
-			})
+	return newShareCmd(g, shareCmdSpec{
+		use:   "publish NAME",
+		short: "Export a nexus over NVMe/TCP or NBD and print its URI",
+		example: "  kura nexus publish vol1 --allowed-host nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427\n" +
+			"  kura nexus publish vol1 --protocol nbd",
+		args: []string{"NAME"},
+		call: func(ctx context.Context, c *client, args []string, o *enginev1.ShareOptions) (shared, error) {
+			resp, err := c.nexus.PublishNexus(ctx, &enginev1.PublishNexusRequest{Name: args[0], Options: o})
+			return resp.GetNexus(), err
 		},
-	}
-	share.add(cmd)
-	return cmd
+	})
 }
 
 func newNexusChildCmd(g *globals, verb, short string) *cobra.Command {

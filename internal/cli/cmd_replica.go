@@ -212,35 +212,21 @@ func newReplicaResizeCmd(g *globals) *cobra.Command {
 }
 
 func newReplicaShareCmd(g *globals) *cobra.Command {
-	var share shareFlags
-	cmd := &cobra.Command{
-		Use:   "share POOL NAME",
-		Short: "Export a replica over NVMe/TCP or NBD and print its URI",
-		Long: `Export a replica and print the URI clients connect to.
-The share and its allow-list survive an engine restart.
-With no --allowed-host any host may connect.`,
-		Example: "  kura replica share tpool replica1 --allow-any-host\n  kura replica share tpool replica1 --allowed-host nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427\n  kura replica share tpool replica1 --protocol nbd",
-		Args:    exactArgs("POOL", "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := share.options()
-			if err != nil {
-				return err
-			}
-			return withClient(cmd.Context(), g, func(ctx context.Context, c *client) error {
-				resp, err := c.replica.ShareReplica(ctx, &enginev1.ShareReplicaRequest{Pool: args[0], Name: args[1], Options: o})
-				if err != nil {
-					return err
-				}
-				if g.output == "json" {
-					return printJSON(g.stdout, resp.GetReplica())
-				}
-				fmt.Fprintln(g.stdout, resp.GetReplica().GetShare().GetUri())
-				return nil
-			})
+	return newShareCmd(g, shareCmdSpec{
+		use:   "share POOL NAME",
+		short: "Export a replica over NVMe/TCP or NBD and print its URI",
+		long: `Export a replica and print the URI clients connect to.
+The share and its allow-list survive an engine restart. An NVMe/TCP share
+needs --allowed-host (repeatable) or an explicit --allow-any-host; an NBD
+share with no --allowed-host accepts any client that reaches its address.`,
+		example: "  kura replica share tpool replica1 --allowed-host nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427\n" +
+			"  kura replica share tpool replica1 --allow-any-host\n  kura replica share tpool replica1 --protocol nbd",
+		args: []string{"POOL", "NAME"},
+		call: func(ctx context.Context, c *client, args []string, o *enginev1.ShareOptions) (shared, error) {
+			resp, err := c.replica.ShareReplica(ctx, &enginev1.ShareReplicaRequest{Pool: args[0], Name: args[1], Options: o})
+			return resp.GetReplica(), err
 		},
-	}
-	share.add(cmd)
-	return cmd
+	})
 }
 
 func newReplicaUnshareCmd(g *globals) *cobra.Command {
