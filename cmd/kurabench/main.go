@@ -117,6 +117,14 @@ func cmdRun(ctx context.Context, args []string) error {
 			fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
 		},
 	}
+	// Save after every round, so an interrupted run still leaves results.
+	cfg.AfterRound = func(r *benchsuite.Results) {
+		if err := benchsuite.WriteJSON(o.json, r); err != nil {
+			slog.Warn("saving partial results", "err", err)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "saved %d round(s) to %s\n", r.Meta.Rounds, o.json)
+	}
 	res, err := benchsuite.Run(ctx, cfg)
 	if res == nil {
 		return err

@@ -31,7 +31,10 @@ type Config struct {
 	KuraNBD   string        // kurabench-nbd binary ("" = not built)
 	Fio       string        // fio binary ("" = look up "fio")
 	Note      string        // free text recorded in the results (e.g. "quick")
-	Logf      func(format string, args ...any)
+	// AfterRound, when set, gets the results so far (medians and targets
+	// computed) after each completed round, e.g. to save them.
+	AfterRound func(r *Results)
+	Logf       func(format string, args ...any)
 }
 
 // Sample is one measurement.
@@ -269,8 +272,20 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				res.Samples = append(res.Samples, smp)
 			}
 		}
+		if cfg.AfterRound != nil && r+1 < cfg.Rounds {
+			finish(res, r+1)
+			cfg.AfterRound(res)
+		}
 	}
+	finish(res, cfg.Rounds)
+	return res, nil
+}
+
+// finish computes medians, targets and the load summary over the samples so
+// far (rounds completed).
+func finish(res *Results, rounds int) {
 	res.Meta.End = time.Now().UTC()
+	res.Meta.Rounds = rounds
 	res.Medians = ComputeMedians(res.Samples)
 	res.Targets = EvaluateTargets(res.Medians)
 	var loads []float64
@@ -282,7 +297,6 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		res.Meta.LoadMin, res.Meta.LoadMax = loads[0], loads[len(loads)-1]
 		res.Meta.LoadMedian = median(loads)
 	}
-	return res, nil
 }
 
 func rotate(s []System, k int) []System {

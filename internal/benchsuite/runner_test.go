@@ -28,12 +28,17 @@ func TestQuickRun(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	var partial []int
 	res, err := Run(ctx, Config{
 		Rounds: 2, Runtime: time.Second, Only: only, Workloads: WRandRead1 + "," + WRandWrite32,
 		File: file, Size: 32 << 20, WorkDir: filepath.Join(dir, "work"), Note: "test", Logf: t.Logf,
+		AfterRound: func(r *Results) { partial = append(partial, r.Meta.Rounds, len(r.Medians)) },
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(partial) != 2 || partial[0] != 1 || partial[1] == 0 {
+		t.Errorf("AfterRound calls (rounds, medians): %v, want one call after round 1", partial)
 	}
 	var avail []string
 	for _, s := range res.Systems {
