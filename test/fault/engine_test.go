@@ -34,7 +34,12 @@ func TestMain(m *testing.M) {
 	}
 	kuraBin = filepath.Join(dir, "kura")
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if out, err := exec.Command(gobin, "build", "-o", kuraBin, "github.com/kura-io/kura/cmd/kura").CombinedOutput(); err != nil {
+	args := []string{"build", "-o", kuraBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, "github.com/kura-io/kura/cmd/kura")
+	if out, err := exec.Command(gobin, args...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build kura: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -98,6 +103,9 @@ func newEngine(t *testing.T, name, dataDir string) *engine {
 		e.kill()
 		if e.conn != nil {
 			e.conn.Close()
+		}
+		if strings.Contains(e.log.String(), "WARNING: DATA RACE") {
+			t.Errorf("engine %s: the race detector reported a data race (see its log)", name)
 		}
 		if t.Failed() {
 			e.dumpLog(t)

@@ -64,32 +64,8 @@ func TestRemoteReplicaKilledMidWrite(t *testing.T) {
 	t.Logf("seed %d (KURA_FAULT_SEED=%d replays it)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 
-	dir := t.TempDir()
-	a := newEngine(t, "A", filepath.Join(dir, "a"))
-	b := newEngine(t, "B", filepath.Join(dir, "b"))
-	imgA, imgB := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
-	sparseFile(t, imgA, 128<<20)
-	sparseFile(t, imgB, 128<<20)
-	a.kura(t, "pool", "create", "pa", imgA, "--cluster-size", "1MiB")
-	b.kura(t, "pool", "create", "pb", imgB, "--cluster-size", "1MiB")
-	a.kura(t, "replica", "create", "pa", "rA", fmt.Sprintf("--size=%d", volMiB), "--thin")
-	b.kura(t, "replica", "create", "pb", "rB", fmt.Sprintf("--size=%d", volMiB), "--thin")
-	remote := findURI(t, b.kura(t, "replica", "share", "pb", "rB", "--allow-any-host"), "nvmf://")
-	local := "bdev:///rA"
-	a.kura(t, "nexus", "create", "vol", local, remote)
-	pub := findURI(t, a.kura(t, "nexus", "publish", "vol", "--protocol", "nbd"), "nbd://")
-	if !strings.HasSuffix(pub, "/vol") {
-		t.Fatalf("nexus published as %q, want export vol", pub)
-	}
-	// The local replica's own export, to compare the mirrors at the end of
-	// each cycle (the remote one is read over its NVMe/TCP share).
-	findURI(t, a.kura(t, "replica", "share", "pa", "rA", "--protocol", "nbd"), "nbd://")
-	nex := enginev1.NewNexusServiceClient(a.conn)
-	reb := enginev1.NewRebuildServiceClient(a.conn)
-	waitNexus(t, nex, "online", 30*time.Second, func(n *enginev1.Nexus) bool {
-		return n.GetState() == enginev1.NexusState_NEXUS_STATE_ONLINE && allChildren(n, enginev1.ChildState_CHILD_STATE_ONLINE)
-	})
-
+	c := newCluster(t)
+	a, b, local, remote, nex, reb := c.a, c.b, c.local, c.remote, c.nex, c.reb
 	m := newModel()
 	for cycle := 1; cycle <= cycles; cycle++ {
 		t.Logf("cycle %d/%d", cycle, cycles)
@@ -145,6 +121,45 @@ func TestRemoteReplicaKilledMidWrite(t *testing.T) {
 		t.Logf("cycle %d: mirrors identical (sha256 %x), %d blocks written so far; cycle took %v",
 			cycle, sumA[:8], m.written(), time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// cluster is engine A with nexus "vol" over its local replica rA and the
+// replica rB of engine B (NVMe/TCP), published over NBD on A; rA is also
+// shared over NBD on its own for comparisons.
+type cluster struct {
+	a, b          *engine
+	local, remote string
+	nex           enginev1.NexusServiceClient
+	reb           enginev1.RebuildServiceClient
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	dir := t.TempDir()
+	a := newEngine(t, "A", filepath.Join(dir, "a"))
+	b := newEngine(t, "B", filepath.Join(dir, "b"))
+	imgA, imgB := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
+	sparseFile(t, imgA, 128<<20)
+	sparseFile(t, imgB, 128<<20)
+	a.kura(t, "pool", "create", "pa", imgA, "--cluster-size", "1MiB")
+	b.kura(t, "pool", "create", "pb", imgB, "--cluster-size", "1MiB")
+	a.kura(t, "replica", "create", "pa", "rA", fmt.Sprintf("--size=%d", volMiB), "--thin")
+	b.kura(t, "replica", "create", "pb", "rB", fmt.Sprintf("--size=%d", volMiB), "--thin")
+	remote := findURI(t, b.kura(t, "replica", "share", "pb", "rB", "--allow-any-host"), "nvmf://")
+	local := "bdev:///rA"
+	a.kura(t, "nexus", "create", "vol", local, remote)
+	pub := findURI(t, a.kura(t, "nexus", "publish", "vol", "--protocol", "nbd"), "nbd://")
+	if !strings.HasSuffix(pub, "/vol") {
+		t.Fatalf("nexus published as %q, want export vol", pub)
+	}
+	// The local replica's own export, to compare the mirrors at the end of
+	// each cycle (the remote one is read over its NVMe/TCP share).
+	findURI(t, a.kura(t, "replica", "share", "pa", "rA", "--protocol", "nbd"), "nbd://")
+	nex := enginev1.NewNexusServiceClient(a.conn)
+	waitNexus(t, nex, "online", 30*time.Second, func(n *enginev1.Nexus) bool {
+		return n.GetState() == enginev1.NexusState_NEXUS_STATE_ONLINE && allChildren(n, enginev1.ChildState_CHILD_STATE_ONLINE)
+	})
+	return &cluster{a: a, b: b, local: local, remote: remote, nex: nex, reb: enginev1.NewRebuildServiceClient(a.conn)}
 }
 
 // ---------------------------------------------------------------- data model
