@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -83,6 +84,7 @@ func TestRemoteReplicaKilledMidWrite(t *testing.T) {
 				childState(n, local) == enginev1.ChildState_CHILD_STATE_ONLINE
 		})
 		faultedAfter := time.Since(killed)
+		checkCLIDegraded(t, a, local, remote)
 		// Keep writing on the local child alone for a moment.
 		time.Sleep(200 * time.Millisecond)
 		w.stop(t, "while B was killed")
@@ -541,6 +543,38 @@ func nexusString(n *enginev1.Nexus) string {
 		fmt.Fprintf(&b, " [%s %s %q %d%%]", c.GetUri(), c.GetState(), c.GetReason(), c.GetRebuildProgress())
 	}
 	return b.String()
+}
+
+// checkCLIDegraded checks that `kura nexus list -o json` agrees with the
+// API: nexus vol degraded, the local child online, the remote one faulted.
+func checkCLIDegraded(t *testing.T, a *engine, local, remote string) {
+	t.Helper()
+	out := a.kura(t, "nexus", "list", "-o", "json")
+	var list struct {
+		Nexuses []struct {
+			Name     string
+			State    string
+			Children []struct{ URI, State, Reason string }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("kura nexus list -o json: %v\n%s", err, out)
+	}
+	want := map[string]string{local: "CHILD_STATE_ONLINE", remote: "CHILD_STATE_FAULTED"}
+	for _, n := range list.Nexuses {
+		if n.Name != "vol" {
+			continue
+		}
+		ok := n.State == "NEXUS_STATE_DEGRADED" && len(n.Children) == 2
+		for _, c := range n.Children {
+			ok = ok && want[c.URI] == c.State
+		}
+		if !ok {
+			t.Fatalf("kura nexus list -o json does not show vol degraded with %s faulted:\n%s", remote, out)
+		}
+		return
+	}
+	t.Fatalf("kura nexus list -o json does not list vol:\n%s", out)
 }
 
 func allChildren(n *enginev1.Nexus, s enginev1.ChildState) bool {
