@@ -47,7 +47,10 @@ const (
 // and share come back by themselves), the child is onlined while the
 // writers keep going, and once the rebuild is done the nexus must be online
 // with both replicas, read through their own exports, byte-identical and
-// holding exactly the acknowledged data. 3 cycles, 20 with KURA_LONG=1;
+// holding exactly the acknowledged data. In cycle 2 and in a random third
+// of the others B is killed a second time right after the online, i.e.
+// while (or just after) its replica is rebuilt, and brought back again.
+// 3 cycles, 20 with KURA_LONG=1;
 // KURA_FAULT_SEED=N replays a seed.
 func TestRemoteReplicaKilledMidWrite(t *testing.T) {
 	cycles := 3
@@ -106,11 +109,30 @@ func TestRemoteReplicaKilledMidWrite(t *testing.T) {
 		w = startWriters(t, a.nbd, m, rng.Uint64())
 		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
 		onlineChild(t, a, remote)
+		if cycle == 2 || rng.IntN(3) == 0 {
+			// Kill B again while (or just after) it is rebuilt: the
+			// rebuild fails, the child is faulted again, and the next
+			// online must still produce an identical mirror.
+			time.Sleep(time.Duration(rng.IntN(60)) * time.Millisecond)
+			before := waitNexus(t, nex, "listed", time.Second, func(*enginev1.Nexus) bool { return true })
+			b.kill()
+			n := waitNexus(t, nex, "degraded after B was killed during its rebuild", 45*time.Second, func(n *enginev1.Nexus) bool {
+				return n.GetState() == enginev1.NexusState_NEXUS_STATE_DEGRADED &&
+					childState(n, remote) == enginev1.ChildState_CHILD_STATE_FAULTED
+			})
+			t.Logf("cycle %d: killed B again with the remote child %s (%d%%); faulted: %q", cycle,
+				childState(before, remote), childProgress(before, remote), childReason(n, remote))
+			b.restart(t)
+			onlineChild(t, a, remote)
+		}
 		waitNexus(t, nex, "online after the rebuild", 60*time.Second, func(n *enginev1.Nexus) bool {
 			return n.GetState() == enginev1.NexusState_NEXUS_STATE_ONLINE && allChildren(n, enginev1.ChildState_CHILD_STATE_ONLINE)
 		})
 		time.Sleep(100 * time.Millisecond) // some writes onto both mirrors again
 		w.stop(t, "during the rebuild")
+		if d := time.Duration(w.maxLat.Load()); d > maxStall {
+			t.Fatalf("cycle %d: an I/O took %v during the rebuild phase (bound %v)", cycle, d, maxStall)
+		}
 		logLastRebuild(t, reb, remote, cycle)
 
 		// 3. The nexus and both mirrors hold exactly the acknowledged data.
@@ -593,6 +615,15 @@ func childState(n *enginev1.Nexus, uri string) enginev1.ChildState {
 		}
 	}
 	return enginev1.ChildState_CHILD_STATE_UNKNOWN
+}
+
+func childProgress(n *enginev1.Nexus, uri string) uint32 {
+	for _, c := range n.GetChildren() {
+		if c.GetUri() == uri {
+			return c.GetRebuildProgress()
+		}
+	}
+	return 0
 }
 
 func childReason(n *enginev1.Nexus, uri string) string {
