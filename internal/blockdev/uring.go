@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -298,6 +299,32 @@ func (u *Uring) finishAsync(fin []*uringSlot) {
 // device closed): the caller then uses ReadAt or WriteAt. p must not be
 // touched until cb.IODone.
 func (u *Uring) Start(write bool, p []byte, off int64, cb IOCompletion) bool {
+	return u.start(write, p, off, cb, true)
+}
+
+// StartQueued is Start without telling the kernel: the operation is
+// submitted by the next Submit, or earlier by any other submission or wait
+// on the ring. A caller starting several operations in a row calls Submit
+// once after the last, so one io_uring_enter (and one device notification)
+// covers them all. It must call Submit before it waits for any of them.
+func (u *Uring) StartQueued(write bool, p []byte, off int64, cb IOCompletion) bool {
+	return u.start(write, p, off, cb, false)
+}
+
+// Submit submits every queued operation.
+func (u *Uring) Submit() {
+	if !u.gate.enter() {
+		return
+	}
+	defer u.gate.exit()
+	if n := u.r.unsubmitted(); n > 0 {
+		if err := u.r.submitThrough(atomic.LoadUint32(u.r.sqTail)); err != nil {
+			slog.Error("blockdev: uring submit", "path", u.b.path, "err", err)
+		}
+	}
+}
+
+func (u *Uring) start(write bool, p []byte, off int64, cb IOCompletion, submit bool) bool {
 	if len(p) == 0 || len(p) > uringMaxIO || (u.b.direct && !isAligned(p)) ||
 		CheckRange(off, int64(len(p)), u.b.bs, u.b.size) != nil {
 		return false
@@ -326,8 +353,10 @@ func (u *Uring) Start(write bool, p []byte, off int64, cb IOCompletion) bool {
 		u.reaping = true
 	}
 	u.mu.Unlock()
-	if err := u.r.submitThrough(tail); err != nil {
-		slog.Error("blockdev: uring submit", "path", u.b.path, "err", err)
+	if submit {
+		if err := u.r.submitThrough(tail); err != nil {
+			slog.Error("blockdev: uring submit", "path", u.b.path, "err", err)
+		}
 	}
 	if kick {
 		u.kick <- struct{}{} // capacity 1, and empty: one lead token exists

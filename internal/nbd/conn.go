@@ -33,7 +33,11 @@ const (
 // asyncDevice is a device that can start reads and writes without
 // blocking the caller (blockdev.Uring).
 type asyncDevice interface {
-	Start(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool
+	// StartQueued queues the I/O; Submit hands everything queued to the
+	// kernel. The reader submits before it could block, so requests that
+	// arrive together are submitted together.
+	StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool
+	Submit()
 }
 
 // conn is one client connection. The reader goroutine (serve) owns br,
@@ -59,6 +63,7 @@ type conn struct {
 	blockStatusOn bool
 
 	async    asyncDevice   // dev, when it can run reads and writes asynchronously
+	queuedIO bool          // async I/O queued but not submitted (reader only)
 	free     chan *request // idle slots
 	work     chan *request // slots for the workers
 	workers  int           // workers started (reader only)
@@ -178,7 +183,13 @@ func (c *conn) transmit(e *export) error {
 	}
 	var err error
 	for {
-		r := <-c.free
+		var r *request
+		select {
+		case r = <-c.free:
+		default: // every slot is in flight: queued I/O must go out first
+			c.beforeBlock()
+			r = <-c.free
+		}
 		if err = c.readRequest(r); err != nil {
 			c.finish(r)
 			break
@@ -196,6 +207,7 @@ func (c *conn) transmit(e *export) error {
 		}
 		c.dispatch(r)
 	}
+	c.submitQueued()
 	close(c.work)
 	c.wg.Wait()
 	c.wmu.Lock()

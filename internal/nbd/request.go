@@ -65,7 +65,7 @@ func (r *request) release() {
 // readRequest reads the next request (and a WRITE payload) into r.
 func (c *conn) readRequest(r *request) error {
 	if c.br.Buffered() < requestHeaderLen {
-		c.flushPending()
+		c.beforeBlock()
 	}
 	if _, err := io.ReadFull(c.br, r.hdr[:]); err != nil {
 		return err
@@ -76,14 +76,14 @@ func (c *conn) readRequest(r *request) error {
 	if (r.typ == cmdRead || r.typ == cmdWrite) && r.length > keepBufMaxLen && r.length <= maxPayload {
 		n := int64(r.length)
 		if !c.budget.tryAcquire(n) {
-			c.flushPending()
+			c.beforeBlock()
 			c.budget.acquire(n)
 		}
 		r.charged = n
 	}
 	if r.typ == cmdWrite && r.length > 0 {
 		if c.br.Buffered() < int(r.length) {
-			c.flushPending()
+			c.beforeBlock()
 		}
 		if _, err := io.ReadFull(c.br, r.data(int(r.length))); err != nil {
 			return err
@@ -192,7 +192,8 @@ func (c *conn) startAsync(r *request) bool {
 	}
 	c.inflight.Add(1)
 	c.wg.Add(1)
-	if c.async.Start(r.typ == cmdWrite, r.data(int(r.length)), int64(r.off), r) {
+	if c.async.StartQueued(r.typ == cmdWrite, r.data(int(r.length)), int64(r.off), r) {
+		c.queuedIO = true
 		return true
 	}
 	c.inflight.Add(-1)
@@ -215,4 +216,19 @@ func (r *request) IOFlush() {
 	c.flushPending()
 	c.inflight.Add(-1)
 	c.wg.Done()
+}
+
+// submitQueued submits async I/O the reader queued.
+func (c *conn) submitQueued() {
+	if c.queuedIO {
+		c.queuedIO = false
+		c.async.Submit()
+	}
+}
+
+// beforeBlock runs before the reader may block: queued I/O is submitted
+// and deferred replies are flushed.
+func (c *conn) beforeBlock() {
+	c.submitQueued()
+	c.flushPending()
 }

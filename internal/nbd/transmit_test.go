@@ -392,21 +392,25 @@ func (s slowDevice) WriteAt(p []byte, off int64) (int, error) {
 	return s.Device.WriteAt(p, off)
 }
 
-// asyncTestDevice implements asyncDevice like blockdev.Uring: Start runs
-// the I/O on another goroutine after a delay and reports IODone, then
-// IOFlush; every fifth Start is refused (the caller must fall back).
+// asyncTestDevice implements asyncDevice like blockdev.Uring: StartQueued
+// queues, Submit runs the queued I/O on other goroutines after a delay,
+// each reporting IODone, then IOFlush. Every fifth StartQueued is refused
+// (the caller must fall back). I/O never submitted would hang the test.
 type asyncTestDevice struct {
 	blockdev.Device
 	calls, started, refused atomic.Int64
+	mu                      sync.Mutex
+	pending                 []func()
 }
 
-func (d *asyncTestDevice) Start(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool {
+func (d *asyncTestDevice) StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool {
 	if d.calls.Add(1)%5 == 0 {
 		d.refused.Add(1)
 		return false
 	}
 	d.started.Add(1)
-	go func() {
+	d.mu.Lock()
+	d.pending = append(d.pending, func() {
 		time.Sleep(200 * time.Microsecond)
 		var n int
 		var err error
@@ -417,8 +421,19 @@ func (d *asyncTestDevice) Start(write bool, p []byte, off int64, cb blockdev.IOC
 		}
 		cb.IODone(n, err)
 		cb.IOFlush()
-	}()
+	})
+	d.mu.Unlock()
 	return true
+}
+
+func (d *asyncTestDevice) Submit() {
+	d.mu.Lock()
+	fs := d.pending
+	d.pending = nil
+	d.mu.Unlock()
+	for _, f := range fs {
+		go f()
+	}
 }
 
 // TestLargeRequestsBudget pipelines more large requests than the
