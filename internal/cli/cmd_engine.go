@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,6 +25,7 @@ type daemonFlags struct {
 	node     string
 	metrics  string
 	logLevel string
+	childTO  time.Duration
 }
 
 func (d *daemonFlags) add(cmd *cobra.Command) {
@@ -34,6 +36,7 @@ func (d *daemonFlags) add(cmd *cobra.Command) {
 	f.StringVar(&d.node, "node-name", "", "node name reported to clients (default: host name)")
 	f.StringVar(&d.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9500; default off)")
 	f.StringVar(&d.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&d.childTO, "child-timeout", engine.DefaultChildTimeout, "a nexus child whose I/O takes longer is faulted (and rebuilt when it returns)")
 }
 
 func (d *daemonFlags) config() (engine.Config, error) {
@@ -44,7 +47,7 @@ func (d *daemonFlags) config() (engine.Config, error) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	return engine.Config{
 		DataDir: d.dataDir, GRPCAddr: d.grpc, NVMeAddr: d.nvmf, NBDAddr: d.nbd,
-		NodeName: d.node, MetricsAddr: d.metrics, Logger: log,
+		NodeName: d.node, MetricsAddr: d.metrics, Logger: log, ChildTimeout: d.childTO,
 	}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"time"
 )
 
 // Default listen addresses. Everything listens on loopback unless told
@@ -37,10 +38,20 @@ type Config struct {
 	Version string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// ChildTimeout bounds every I/O of a nexus child: a child that takes
+	// longer (a hung disk, a remote engine that died) is faulted and the
+	// I/O completes on the healthy children. Default DefaultChildTimeout.
+	ChildTimeout time.Duration
 	// GRPCListener, when set, is served instead of listening on GRPCAddr
 	// (tests use a bufconn listener).
 	GRPCListener net.Listener
 }
+
+// DefaultChildTimeout is the nexus child I/O timeout of an engine. The
+// reference system uses 5 s and its Helm chart raises it to 110 s under load;
+// 10 s keeps a dead replica from stalling a volume for long without faulting
+// healthy children on a busy disk.
+const DefaultChildTimeout = 10 * time.Second
 
 // Off disables a frontend when used as its address.
 const Off = "off"
@@ -57,6 +68,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.NBDAddr == "" {
 		c.NBDAddr = DefaultNBDAddr
+	}
+	if c.ChildTimeout <= 0 {
+		c.ChildTimeout = DefaultChildTimeout
 	}
 	if c.NodeName == "" {
 		h, err := os.Hostname()

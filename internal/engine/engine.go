@@ -84,7 +84,7 @@ func New(cfg Config) (*Engine, error) {
 	e.mu.lostNexuses = map[string]lostNexus{}
 	e.reg.Register("bdev", e.openLocal)
 	e.reg.Register("loopback", e.openLocal)
-	nvmetcp.RegisterScheme(e.reg)
+	nvmetcp.RegisterSchemeWith(e.reg, e.cfg.Logger.With("component", "nvmf-initiator"))
 	return e, nil
 }
 

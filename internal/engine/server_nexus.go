@@ -91,6 +91,7 @@ func (e *Engine) createNexusLocked(ctx context.Context, rec nexusRecord) (*nexus
 	n, err := nexus.New(ctx, nexus.Config{
 		Name: rec.Name, UUID: rec.UUID, Size: rec.Size, Children: slices.Clone(rec.Children),
 		Opener: e.reg.Open, Store: store, LogDir: logDir, WriteIntent: rec.WriteIntent, Logger: e.cfg.Logger,
+		ChildTimeout: e.cfg.ChildTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create nexus %q: %w", rec.Name, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -262,6 +263,7 @@ func configFromURL(u *url.URL) (Config, error) {
 	if _, ok := u.Query()["kato_ms"]; ok && cfg.KATO == 0 {
 		cfg.KATO = -1
 	}
+	cfg.ReconnectTimeout = time.Duration(p.Int("reconnect_timeout_ms", 0, 1, 3600000)) * time.Millisecond
 	cfg.HeaderDigest = p.Int("hdr_digest", 0, 0, 1) == 1
 	cfg.DataDigest = p.Int("data_digest", 0, 0, 1) == 1
 	if err := p.Done(); err != nil {
@@ -285,11 +287,18 @@ func DialURI(ctx context.Context, uri string) (*Device, error) {
 }
 
 // RegisterScheme registers "nvmf" and "nvmf+tcp" with r.
-func RegisterScheme(r *blockdev.Registry) {
+func RegisterScheme(r *blockdev.Registry) { RegisterSchemeWith(r, nil) }
+
+// RegisterSchemeWith is RegisterScheme with the logger connections log to
+// (nil: slog.Default()).
+func RegisterSchemeWith(r *blockdev.Registry, logger *slog.Logger) {
 	open := func(ctx context.Context, u *url.URL) (blockdev.Device, error) {
 		cfg, err := configFromURL(u)
 		if err != nil {
 			return nil, err
+		}
+		if cfg.Logger == nil {
+			cfg.Logger = logger
 		}
 		return Dial(ctx, cfg)
 	}

@@ -93,7 +93,7 @@ type state struct {
 	mapped int64               // clusters referenced by maps
 	// logical is the sum of all volumes' map lengths (see maxTotalLogical).
 	logical uint64
-	marks  int64               // mZero entries in all maps
+	marks   int64 // mZero entries in all maps
 }
 
 func newState(l *Label) *state {

@@ -136,7 +136,8 @@ func (e *engine) start() error {
 	fmt.Fprintf(e.log, "\n===== engine %s start #%d at %s (grpc %s, nbd %s, nvmf %s) =====\n",
 		e.name, e.starts, time.Now().Format(time.RFC3339Nano), e.grpcAddr, e.nbd, e.nvmf)
 	e.cmd = exec.Command(kuraBin, "engine", "--data-dir", e.dataDir, "--grpc", e.grpcAddr,
-		"--nbd", e.nbd, "--nvmf", e.nvmf, "--log-level", "debug", "--node-name", e.name)
+		"--nbd", e.nbd, "--nvmf", e.nvmf, "--log-level", "debug", "--node-name", e.name,
+		"--child-timeout", childTimeout.String())
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	if err := e.cmd.Start(); err != nil {
 		return err

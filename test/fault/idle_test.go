@@ -5,7 +5,6 @@ import (
 	"time"
 
 	enginev1 "github.com/kura-io/kura/api/engine/v1"
-	"github.com/kura-io/kura/internal/testtool"
 )
 
 // TestRemoteReplicaKilledWhileIdle kills engine B while no command is in
@@ -13,13 +12,9 @@ import (
 // nexus. The write must succeed (the remote child is faulted and the local
 // one takes it) and the acknowledged data must read back. It measures how
 // long that first write stalls: the initiator sees the connection drop at
-// once but waits for a reconnect until its reconnect timeout (30 s), and
-// the nexus child timeout is 30 s too, so today the write takes ~30 s.
-// KURA_LONG=1 only, for that reason.
+// once and waits for a reconnect, so the nexus child timeout
+// (--child-timeout) is what bounds the stall before the child is faulted.
 func TestRemoteReplicaKilledWhileIdle(t *testing.T) {
-	if !testtool.Long() {
-		t.Skip("takes ~35 s (one child-timeout stall); runs with KURA_LONG=1")
-	}
 	c := newCluster(t)
 	m := newModel()
 	conn, err := dialNBD(c.a.nbd, "vol", opTimeout)

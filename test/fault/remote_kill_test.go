@@ -34,7 +34,12 @@ const (
 	// maxStall bounds any one I/O while B dies: the engine's nexus child
 	// timeout (nexus.DefaultChildTimeout, 30 s, also the NVMe/TCP
 	// initiator's reconnect timeout) plus the watchdog's scan period.
-	maxStall = 40 * time.Second
+	// childTimeout is the engines' nexus child timeout (--child-timeout):
+	// a remote child that stops answering is faulted after it.
+	childTimeout = 3 * time.Second
+	// maxStall bounds any client I/O: the child timeout plus slack for a
+	// loaded 2-core machine.
+	maxStall = childTimeout + 5*time.Second
 )
 
 // TestRemoteReplicaKilledMidWrite is the nexus issue's "a real remote
