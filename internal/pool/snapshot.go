@@ -217,7 +217,14 @@ func (p *Pool) DestroySnapshot(ctx context.Context, snapName string, force bool)
 	p.mu.Lock()
 	kids := p.st.children(s)
 	p.mu.Unlock()
-	if len(kids) > 1 {
+	// Without force, a snapshot that clones depend on stays: destroying it
+	// would change what the clones are made of (promote or inflate them).
+	// Its own source replica (or a newer snapshot of it) merges silently.
+	cloned := false
+	for _, k := range kids {
+		cloned = cloned || k.flags&flagClone != 0
+	}
+	if len(kids) > 1 || cloned {
 		if !force {
 			names := make([]string, len(kids))
 			for i, k := range kids {

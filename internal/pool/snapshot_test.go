@@ -124,6 +124,27 @@ func TestCloneAndDependents(t *testing.T) {
 	p = reimport(t, p, dev)
 	c, _ = p.Replica("clone")
 	expect(t, "clone after reimport", read(t, c, 1<<20, 0), wantC)
+
+	// A snapshot whose only dependent is a clone (its source replica is
+	// gone) is not merged into the clone silently: that needs --force.
+	if _, err := p.CreateSnapshot(ctx, "clone", "snap2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.CloneSnapshot(ctx, "snap2", "clone2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.DestroyReplica(ctx, "clone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.DestroySnapshot(ctx, "snap2", false); !errors.Is(err, ErrHasDependents) {
+		t.Fatalf("destroy of a snapshot with one clone: %v", err)
+	}
+	if err := p.DestroySnapshot(ctx, "snap2", true); err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := p.Replica("clone2")
+	expect(t, "clone2 after its snapshot was destroyed", read(t, c2, 1<<20, 0), wantC)
+	check(t, p)
 }
 
 // TestChainDepth64 builds a chain of 64 snapshots (of a replica and of
