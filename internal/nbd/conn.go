@@ -62,15 +62,23 @@ type conn struct {
 	// blockStatusOn: base:allocation was selected for this export.
 	blockStatusOn bool
 
-	async    asyncDevice   // dev, when it can run reads and writes asynchronously
-	queuedIO bool          // async I/O queued but not submitted (reader only)
-	free     chan *request // idle slots
-	work     chan *request // slots for the workers
-	workers  int           // workers started (reader only)
-	idle     atomic.Int32  // workers waiting for work
-	inflight atomic.Int32  // slots handed to workers and not yet answered
-	budget   budget        // large payload bytes in flight
-	wg       sync.WaitGroup
+	async    asyncDevice // dev, when it can run reads and writes asynchronously
+	queuedIO bool        // async I/O queued but not submitted (reader only)
+
+	// Asynchronous completions: IODone appends to doneQ, IOFlush wakes the
+	// replier goroutine, which answers them (only when async != nil).
+	doneMu      sync.Mutex // guards doneQ
+	doneQ       []*request
+	doneBuf     []*request // the replier's half of the double buffer
+	doneWake    chan struct{}
+	replierDone chan struct{}
+	free        chan *request // idle slots
+	work        chan *request // slots for the workers
+	workers     int           // workers started (reader only)
+	idle        atomic.Int32  // workers waiting for work
+	inflight    atomic.Int32  // slots handed to workers and not yet answered
+	budget      budget        // large payload bytes in flight
+	wg          sync.WaitGroup
 
 	// ewmaNs is the moving average of inline request latency (reader only).
 	ewmaNs int64
@@ -177,6 +185,13 @@ func (c *conn) transmit(e *export) error {
 	c.free = make(chan *request, numSlots)
 	c.work = make(chan *request, numSlots)
 	c.async, _ = e.dev.(asyncDevice)
+	if c.async != nil {
+		c.doneQ = make([]*request, 0, numSlots)
+		c.doneBuf = make([]*request, 0, numSlots)
+		c.doneWake = make(chan struct{}, 1)
+		c.replierDone = make(chan struct{})
+		go c.replier()
+	}
 	for i := range slots {
 		slots[i].c = c
 		c.free <- &slots[i]
@@ -210,6 +225,10 @@ func (c *conn) transmit(e *export) error {
 	c.submitQueued()
 	close(c.work)
 	c.wg.Wait()
+	if c.async != nil {
+		close(c.doneWake) // every IOFlush has run; the replier drains and exits
+		<-c.replierDone
+	}
 	c.wmu.Lock()
 	if c.werr == nil {
 		c.werr = c.bw.Flush()

@@ -20,6 +20,7 @@ type request struct {
 	bufp     *[]byte // pooled payload buffer, kept across requests when small
 	charged  int64   // bytes taken from the connection budget
 	replyLen int     // BLOCK_STATUS payload bytes in bufp
+	code     uint32  // NBD error of a finished asynchronous request
 	hdr      [requestHeaderLen]byte
 	rhdr     [structReplyLen + 8]byte // reply header scratch
 }
@@ -183,8 +184,9 @@ func (c *conn) execute(r *request) uint32 {
 
 // startAsync starts a plain READ or WRITE on a device that can run it
 // asynchronously (blockdev.Uring): the reader goes back to the socket at
-// once and the device's reaping goroutine answers the request (IODone,
-// IOFlush), so no worker is woken. It returns false when r must take the
+// once; the device's reaping goroutine reports completions (IODone,
+// IOFlush) and the connection's replier answers them, one wake-up and one
+// write(2) per batch, so no worker is woken per request. It returns false when r must take the
 // ordinary path (other commands, FUA, invalid requests, device refused).
 func (c *conn) startAsync(r *request) bool {
 	if (r.typ != cmdRead && r.typ != cmdWrite) || r.flags&cmdFlagFUA != 0 || r.length == 0 || c.validate(r) != 0 {
@@ -201,21 +203,51 @@ func (c *conn) startAsync(r *request) bool {
 	return false
 }
 
-// IODone answers an asynchronous request (blockdev.IOCompletion). The
-// reply is appended without a flush; IOFlush follows once the device has
-// delivered its batch of completions, so a burst costs one write(2).
+// IODone records the result of an asynchronous request
+// (blockdev.IOCompletion) for the connection's replier. It runs on the
+// device's reaping goroutine, so it must not touch the socket: a client
+// that stops reading would otherwise stall every user of the device.
 func (r *request) IODone(n int, err error) {
 	c := r.c
-	c.reply(r, errnoFor(err, r.typ == cmdWrite), false)
-	c.finish(r) // r may be reused from here on; only r.c stays valid
+	r.code = errnoFor(err, r.typ == cmdWrite)
+	c.doneMu.Lock()
+	c.doneQ = append(c.doneQ, r) // within capacity: at most numSlots requests exist
+	c.doneMu.Unlock()
 }
 
-// IOFlush writes out the replies of a batch of asynchronous completions.
+// IOFlush wakes the replier once the device has delivered a batch of
+// completions, so the whole batch is answered with one write(2).
 func (r *request) IOFlush() {
 	c := r.c
-	c.flushPending()
-	c.inflight.Add(-1)
+	select {
+	case c.doneWake <- struct{}{}:
+	default: // a wake-up is already pending
+	}
 	c.wg.Done()
+}
+
+// replier answers finished asynchronous requests until transmit closes
+// doneWake (after every IOFlush has run).
+func (c *conn) replier() {
+	defer close(c.replierDone)
+	for range c.doneWake {
+		for {
+			c.doneMu.Lock()
+			q := c.doneQ
+			c.doneQ, c.doneBuf = c.doneBuf[:0], q
+			c.doneMu.Unlock()
+			if len(q) == 0 {
+				break
+			}
+			for i, r := range q {
+				q[i] = nil
+				c.reply(r, r.code, false)
+				c.finish(r)
+				c.inflight.Add(-1)
+			}
+			c.flushPending()
+		}
+	}
 }
 
 // submitQueued submits async I/O the reader queued.

@@ -1,0 +1,60 @@
+package nbd
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kura-io/kura/internal/blockdev"
+)
+
+// TestAsyncStalledClient: a client that pipelines reads and never reads the
+// replies must not stall another connection on the same uring device (the
+// device's reaping goroutine must never wait for a socket).
+func TestAsyncStalledClient(t *testing.T) {
+	const size = 64 << 20
+	path := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(path, make([]byte, size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := blockdev.OpenUring(path, blockdev.FileOptions{BlockSize: 4096})
+	if err != nil {
+		t.Skipf("io_uring unavailable: %v", err)
+	}
+	defer dev.Close()
+	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.AddExport("disk", dev, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Client A: 32 MiB of READ replies it never reads, far more than the
+	// loopback socket buffers hold.
+	a := dial(t, s.Addr(), "disk", false)
+	const big = 256 << 10
+	for i := 0; i < numSlots; i++ {
+		a.send(0, cmdRead, uint64(i%(size/big))*big, big, nil)
+	}
+	time.Sleep(300 * time.Millisecond) // let the server fill A's socket
+
+	// Client B on the same device: QD1 and pipelined reads must complete.
+	b := dial(t, s.Addr(), "disk", false)
+	_ = b.nc.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	for i := 0; i < 20; i++ {
+		b.qd1(t, cmdRead, uint64(i)*4096, nil, buf)
+	}
+	for i := 0; i < 64; i++ {
+		b.send(0, cmdRead, uint64(i)*4096, 4096, nil)
+	}
+	for i := 0; i < 64; i++ {
+		if _, code, err := b.recv(func(uint64) (uint32, uint64) { return 4096, 0 }, buf); err != nil || code != 0 {
+			t.Fatalf("client B reply %d: %v code %d (stalled behind client A?)", i, err, code)
+		}
+	}
+}
