@@ -87,6 +87,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		kura      = fs.String("kura", "bin/kura", "kura binary (missing: engine systems not available)")
 		kuraNBD   = fs.String("kura-nbd", "bin/kurabench-nbd", "kurabench-nbd binary (missing: Kura server-alone systems not available)")
 		note      = fs.String("note", "", "free text recorded in the results")
+		poolDev   = fs.String("pool-device", "", `device scheme for the engine's pool disks: "aio" or "uring" (default: a bare path, the engine's default)`)
 		noDoc     = fs.Bool("no-doc", false, "write only the JSON (no Markdown, no plot)")
 	)
 	o.flags(fs)
@@ -112,7 +113,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	cfg := benchsuite.Config{
 		Rounds: *rounds, Runtime: *runtime, Ramp: *ramp, Only: *only, Workloads: *workloads,
 		File: *file, Size: *sizeMiB << 20, WorkDir: *workDir,
-		Kura: existing(*kura), KuraNBD: existing(*kuraNBD), Note: *note,
+		Kura: existing(*kura), KuraNBD: existing(*kuraNBD), Note: *note, PoolScheme: *poolDev,
 		Logf: func(format string, a ...any) {
 			fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
 		},

@@ -129,9 +129,13 @@ func (e *engine) poolReplica(ctx context.Context, env *Env, pool, replica string
 	if err != nil {
 		return err
 	}
-	// A bare path: the engine's default file device (aio or uring,
-	// whichever issue 6's comparison made the default).
-	if _, err := e.cli(ctx, "pool", "create", pool, file); err != nil {
+	// By default a bare path: the engine's default file device (issue 6:
+	// whichever of aio and uring is faster). PoolScheme forces one.
+	disk := file
+	if env.PoolScheme != "" {
+		disk = env.PoolScheme + "://" + file
+	}
+	if _, err := e.cli(ctx, "pool", "create", pool, disk); err != nil {
 		return err
 	}
 	if _, err := e.cli(ctx, "replica", "create", pool, replica, fmt.Sprintf("--size=%d", env.Size>>20)); err != nil {

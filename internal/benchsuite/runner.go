@@ -19,18 +19,19 @@ import (
 
 // Config selects what Run measures and where it writes.
 type Config struct {
-	Rounds    int           // ≥ 1
-	Runtime   time.Duration // measured time per job
-	Ramp      time.Duration // fio ramp_time (not measured)
-	Only      string        // comma-separated system names ("" = all)
-	Workloads string        // comma-separated workload name patterns ("" = all)
-	File      string        // backing file (created and filled if missing or of another size)
-	Size      int64         // backing file size in bytes
-	WorkDir   string        // logs, pool files, engine data
-	Kura      string        // kura binary ("" = not built)
-	KuraNBD   string        // kurabench-nbd binary ("" = not built)
-	Fio       string        // fio binary ("" = look up "fio")
-	Note      string        // free text recorded in the results (e.g. "quick")
+	Rounds     int           // ≥ 1
+	Runtime    time.Duration // measured time per job
+	Ramp       time.Duration // fio ramp_time (not measured)
+	Only       string        // comma-separated system names ("" = all)
+	Workloads  string        // comma-separated workload name patterns ("" = all)
+	File       string        // backing file (created and filled if missing or of another size)
+	Size       int64         // backing file size in bytes
+	WorkDir    string        // logs, pool files, engine data
+	Kura       string        // kura binary ("" = not built)
+	KuraNBD    string        // kurabench-nbd binary ("" = not built)
+	PoolScheme string        // device scheme of engine pool disks ("" = bare path, the engine default)
+	Fio        string        // fio binary ("" = look up "fio")
+	Note       string        // free text recorded in the results (e.g. "quick")
 	// AfterRound, when set, gets the results so far (medians and targets
 	// computed) after each completed round, e.g. to save them.
 	AfterRound func(r *Results)
@@ -153,7 +154,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	res := &Results{Workloads: workloads, Meta: meta(ctx, cfg)}
 	files := []string{cfg.File}
 	env := &Env{
-		File: cfg.File, Size: cfg.Size, WorkDir: cfg.WorkDir, Kura: cfg.Kura, KuraNBD: cfg.KuraNBD, Logf: cfg.logf,
+		File: cfg.File, Size: cfg.Size, WorkDir: cfg.WorkDir, Kura: cfg.Kura, KuraNBD: cfg.KuraNBD, PoolScheme: cfg.PoolScheme, Logf: cfg.logf,
 		ExtraFile: func(name string, size int64) (string, error) {
 			p := filepath.Join(filepath.Dir(cfg.File), name)
 			// Always a fresh file: an old one still holds a pool label.

@@ -43,6 +43,9 @@ type Env struct {
 	WorkDir string // logs, engine data dirs, pool files
 	Kura    string // path of the kura binary, "" when it is not built
 	KuraNBD string // path of the kurabench-nbd server binary, "" when not built
+	// PoolScheme is the device scheme of the engine's pool disks ("aio",
+	// "uring"); "" passes a bare path (the engine's default).
+	PoolScheme string
 	// ExtraFile creates (and fills) a fresh backing file of size bytes on
 	// the same file system, for systems that cannot share File (an engine
 	// pool writes a label into it).
