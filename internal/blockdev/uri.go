@@ -54,8 +54,12 @@ func (r *Registry) Open(ctx context.Context, uri string) (Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	scheme := u.Scheme
+	if strings.HasPrefix(uri, "/") {
+		scheme = BareScheme()
+	}
 	r.mu.RLock()
-	f, ok := r.openers[u.Scheme]
+	f, ok := r.openers[scheme]
 	r.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w %q in %q (known: %s)", ErrUnknownScheme, u.Scheme, uri, strings.Join(r.Schemes(), ", "))
@@ -63,7 +67,8 @@ func (r *Registry) Open(ctx context.Context, uri string) (Device, error) {
 	return f(ctx, u)
 }
 
-// ParseURI parses a device URI. A bare absolute path means aio://.
+// ParseURI parses a device URI. A bare absolute path parses as aio://;
+// Registry.Open opens it with BareScheme (io_uring where available).
 func ParseURI(uri string) (*url.URL, error) {
 	if uri == "" {
 		return nil, fmt.Errorf("%w: empty", ErrInvalidURI)
