@@ -500,7 +500,12 @@ func Plot(ctx context.Context, r *Results, png string) error {
 		if i > 0 {
 			s.WriteString(", ")
 		}
-		fmt.Fprintf(&s, "'%s' index %d with linespoints lw 2 pt 7 title '%s'", dat, i, n)
+		dt := 1
+		if groupOf(r, n) == GroupMemory {
+			dt = 2 // RAM-backed systems dashed
+		}
+		fmt.Fprintf(&s, "'%s' index %d with linespoints lw 2 pt %d dt %d lc rgb '%s' title '%s'",
+			dat, i, 5+i%9, dt, plotColors[i%len(plotColors)], n)
 	}
 	s.WriteString("\n")
 	if err := os.MkdirAll(filepath.Dir(png), 0o755); err != nil {
@@ -515,3 +520,7 @@ func Plot(ctx context.Context, r *Results, png string) error {
 	}
 	return nil
 }
+
+// plotColors gives each series its own colour (gnuplot's default cycle has 8).
+var plotColors = []string{"#000000", "#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00",
+	"#a65628", "#f781bf", "#7f7f7f", "#17becf", "#bcbd22", "#1b3a6b", "#8c564b"}
