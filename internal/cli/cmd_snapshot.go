@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -90,14 +91,20 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 					fmt.Fprintln(g.stdout, "No snapshots have been created")
 					return nil
 				}
-				const row = "%-20s %-20s %-20s %12s %12s   %s\n"
-				fmt.Fprintf(g.stdout, row, "POOL", "NAME", "SOURCE", "SIZE", "EXCLUSIVE", "CLONES")
+				const row = "%-20s %-20s %-20s %-20s %12s %12s %12s   %s\n"
+				fmt.Fprintf(g.stdout, row, "POOL", "NAME", "SOURCE", "CREATED", "SIZE", "REFERENCED", "EXCLUSIVE", "CLONES")
 				for _, s := range r.GetSnapshots() {
 					clones := strings.Join(s.GetClones(), ",")
 					if clones == "" {
 						clones = "-"
 					}
-					fmt.Fprintf(g.stdout, row, s.GetPool(), s.GetName(), s.GetSource(), humanSize(s.GetSize()), humanSize(s.GetAllocated()), clones)
+					source := s.GetSource()
+					if source == "" {
+						source = "-" // the replica was destroyed; the snapshot stays
+					}
+					created := time.Unix(0, s.GetCreateTimeUnixNano()).UTC().Format("2006-01-02 15:04:05")
+					fmt.Fprintf(g.stdout, row, s.GetPool(), s.GetName(), source, created, humanSize(s.GetSize()),
+						humanSize(s.GetReferenced()), humanSize(s.GetAllocated()), clones)
 				}
 				return nil
 			})

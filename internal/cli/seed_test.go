@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -109,7 +110,7 @@ func TestCLIErrors(t *testing.T) {
 	// Snapshots and clones.
 	e.ok(t, "snapshot", "create", "tpool", "r1", "s1")
 	e.ok(t, "snapshot", "clone", "tpool", "s1", "c1")
-	if got := e.ok(t, "snapshot", "list"); !strings.Contains(got, "tpool                s1                   r1                        8.0 MiB") || !strings.Contains(got, "c1") {
+	if got := e.ok(t, "snapshot", "list"); !regexp.MustCompile(`(?m)^tpool +s1 +r1 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +8\.0 MiB +\S+ \S+ +\S+ \S+ +c1$`).MatchString(got) {
 		t.Fatalf("snapshot list:\n%s", got)
 	}
 	e.fails(t, "", "snapshot", "destroy", "tpool", "s1")

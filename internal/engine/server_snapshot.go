@@ -21,7 +21,7 @@ type snapshotServer struct {
 func snapshotInfo(poolName string, si pool.SnapshotInfo) *enginev1.Snapshot {
 	return &enginev1.Snapshot{
 		Pool: poolName, Name: si.Name, Uuid: si.UUID, Source: si.Source,
-		Size: uint64(si.Size), Allocated: uint64(si.ExclusiveBytes),
+		Size: uint64(si.Size), Allocated: uint64(si.ExclusiveBytes), Referenced: uint64(si.ReferencedBytes),
 		Clones: slices.Clone(si.Clones), CreateTimeUnixNano: si.Created.UnixNano(),
 	}
 }

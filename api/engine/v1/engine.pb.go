@@ -4088,13 +4088,17 @@ type Snapshot struct {
 	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Uuid  string                 `protobuf:"bytes,3,opt,name=uuid,proto3" json:"uuid,omitempty"`
 	// Replica the snapshot was taken from.
-	Source             string   `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
-	Size               uint64   `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	Size   uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// Bytes only this snapshot holds: what destroying it would free.
 	Allocated          uint64   `protobuf:"varint,6,opt,name=allocated,proto3" json:"allocated,omitempty"`
 	Clones             []string `protobuf:"bytes,7,rep,name=clones,proto3" json:"clones,omitempty"`
 	CreateTimeUnixNano int64    `protobuf:"varint,8,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Bytes of data visible in the snapshot (its own clusters and those of
+	// older snapshots it reads through to).
+	Referenced    uint64 `protobuf:"varint,9,opt,name=referenced,proto3" json:"referenced,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -4179,6 +4183,13 @@ func (x *Snapshot) GetClones() []string {
 func (x *Snapshot) GetCreateTimeUnixNano() int64 {
 	if x != nil {
 		return x.CreateTimeUnixNano
+	}
+	return 0
+}
+
+func (x *Snapshot) GetReferenced() uint64 {
+	if x != nil {
+		return x.Referenced
 	}
 	return 0
 }
@@ -4924,7 +4935,7 @@ const file_engine_proto_rawDesc = "" +
 	"\x19GetRebuildHistoryResponse\x127\n" +
 	"\arecords\x18\x01 \x03(\v2\x1d.kura.engine.v1.RebuildRecordR\arecords\"L\n" +
 	"\x16RebuildControlResponse\x122\n" +
-	"\x05state\x18\x01 \x01(\x0e2\x1c.kura.engine.v1.RebuildStateR\x05state\"\xdb\x01\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1c.kura.engine.v1.RebuildStateR\x05state\"\xfb\x01\n" +
 	"\bSnapshot\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -4933,7 +4944,10 @@ const file_engine_proto_rawDesc = "" +
 	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x1c\n" +
 	"\tallocated\x18\x06 \x01(\x04R\tallocated\x12\x16\n" +
 	"\x06clones\x18\a \x03(\tR\x06clones\x121\n" +
-	"\x15create_time_unix_nano\x18\b \x01(\x03R\x12createTimeUnixNano\"m\n" +
+	"\x15create_time_unix_nano\x18\b \x01(\x03R\x12createTimeUnixNano\x12\x1e\n" +
+	"\n" +
+	"referenced\x18\t \x01(\x04R\n" +
+	"referenced\"m\n" +
 	"\x15CreateSnapshotRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x18\n" +
 	"\areplica\x18\x02 \x01(\tR\areplica\x12\x12\n" +
