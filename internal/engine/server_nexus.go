@@ -303,21 +303,36 @@ func (s *nexusServer) PublishNexus(ctx context.Context, req *enginev1.PublishNex
 	return &enginev1.PublishNexusResponse{Nexus: e.nexusInfo(ne)}, nil
 }
 
-func (s *nexusServer) UnpublishNexus(ctx context.Context, req *enginev1.UnpublishNexusRequest) (*enginev1.UnpublishNexusResponse, error) {
-	e := s.e
+// editNexus runs f on the named nexus under the engine's operation lock and
+// persists the engine state when f succeeds.
+func (e *Engine) editNexus(name string, f func(ne *nexusEntry) error) (*enginev1.Nexus, error) {
 	e.opMu.Lock()
 	defer e.opMu.Unlock()
-	ne, err := e.nexusByName(req.GetName())
+	ne, err := e.nexusByName(name)
 	if err != nil {
 		return nil, err
 	}
-	if err := e.unshareLocked(ctx, "nexus", ne.rec.Name); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := f(ne); err != nil {
 		return nil, err
 	}
 	if err := e.save(); err != nil {
 		return nil, err
 	}
-	return &enginev1.UnpublishNexusResponse{Nexus: e.nexusInfo(ne)}, nil
+	return e.nexusInfo(ne), nil
+}
+
+func (s *nexusServer) UnpublishNexus(ctx context.Context, req *enginev1.UnpublishNexusRequest) (*enginev1.UnpublishNexusResponse, error) {
+	e := s.e
+	n, err := e.editNexus(req.GetName(), func(ne *nexusEntry) error {
+		if err := e.unshareLocked(ctx, "nexus", ne.rec.Name); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &enginev1.UnpublishNexusResponse{Nexus: n}, nil
 }
 
 func (s *nexusServer) AddChild(ctx context.Context, req *enginev1.AddChildRequest) (*enginev1.AddChildResponse, error) {
@@ -331,38 +346,31 @@ func (s *nexusServer) AddChild(ctx context.Context, req *enginev1.AddChildReques
 	if err := e.checkChildFree(req.GetUri()); err != nil {
 		return nil, err
 	}
-	e.opMu.Lock()
-	defer e.opMu.Unlock()
-	ne, err := e.nexusByName(req.GetNexus())
+	n, err := e.editNexus(req.GetNexus(), func(ne *nexusEntry) error {
+		if err := ne.n.AddChild(ctx, req.GetUri()); err != nil {
+			return fmt.Errorf("nexus %q: add child: %w", ne.rec.Name, err)
+		}
+		ne.rec.Children = append(ne.rec.Children, req.GetUri())
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := ne.n.AddChild(ctx, req.GetUri()); err != nil {
-		return nil, fmt.Errorf("nexus %q: add child: %w", ne.rec.Name, err)
-	}
-	ne.rec.Children = append(ne.rec.Children, req.GetUri())
-	if err := e.save(); err != nil {
-		return nil, err
-	}
-	return &enginev1.AddChildResponse{Nexus: e.nexusInfo(ne)}, nil
+	return &enginev1.AddChildResponse{Nexus: n}, nil
 }
 
 func (s *nexusServer) RemoveChild(ctx context.Context, req *enginev1.RemoveChildRequest) (*enginev1.RemoveChildResponse, error) {
-	e := s.e
-	e.opMu.Lock()
-	defer e.opMu.Unlock()
-	ne, err := e.nexusByName(req.GetNexus())
+	n, err := s.e.editNexus(req.GetNexus(), func(ne *nexusEntry) error {
+		if err := ne.n.RemoveChild(ctx, req.GetUri()); err != nil {
+			return fmt.Errorf("nexus %q: remove child: %w", ne.rec.Name, err)
+		}
+		ne.rec.Children = slices.DeleteFunc(ne.rec.Children, func(c string) bool { return c == req.GetUri() })
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := ne.n.RemoveChild(ctx, req.GetUri()); err != nil {
-		return nil, fmt.Errorf("nexus %q: remove child: %w", ne.rec.Name, err)
-	}
-	ne.rec.Children = slices.DeleteFunc(ne.rec.Children, func(c string) bool { return c == req.GetUri() })
-	if err := e.save(); err != nil {
-		return nil, err
-	}
-	return &enginev1.RemoveChildResponse{Nexus: e.nexusInfo(ne)}, nil
+	return &enginev1.RemoveChildResponse{Nexus: n}, nil
 }
 
 func (s *nexusServer) childOp(ctx context.Context, req *enginev1.ChildRequest, what string, f func(n *nexus.Nexus, ctx context.Context, uri string) error) (*enginev1.ChildResponse, error) {
