@@ -42,16 +42,6 @@ type uringSlot struct {
 	err   error // set when the operation failed
 }
 
-// IOCompletion receives the results of operations started with
-// Uring.Start. The device calls IODone once per operation and, after a
-// batch of IODone calls, IOFlush once for each of them, on a goroutine that
-// reaps completions: both must return quickly and must not wait for other
-// I/O on the device.
-type IOCompletion interface {
-	IODone(n int, err error)
-	IOFlush()
-}
-
 // Uring is a block device driven through a hand-written io_uring. Any number
 // of goroutines submit; there is no reaper goroutine. A submitter takes a
 // free slot and queues its SQE under mu. If no one is reaping, it becomes
