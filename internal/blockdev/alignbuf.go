@@ -31,6 +31,10 @@ func alignedAlloc(n int) []byte {
 	return raw[skip : skip+n : skip+n]
 }
 
+// AlignedBuffer returns n bytes aligned for direct I/O, so asynchronous
+// I/O (Async) can use it without a bounce copy.
+func AlignedBuffer(n int) []byte { return alignedAlloc(n) }
+
 // isAligned reports whether p starts on a memAlign boundary (empty slices
 // count as aligned).
 func isAligned(p []byte) bool {

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/kura-io/kura/internal/blockdev"
+	"github.com/kura-io/kura/internal/blockdev/blockdevtest"
 )
 
 // TestUringConcurrentHandoff runs more concurrent submitters than the ring
@@ -154,4 +155,14 @@ func alignedBuf(n int) []byte {
 	raw := make([]byte, n+4096)
 	skip := (4096 - int(uintptr(unsafe.Pointer(&raw[0]))%4096)) % 4096
 	return raw[skip : skip+n : skip+n]
+}
+
+func TestUringAsyncConformance(t *testing.T) {
+	blockdevtest.RunAsync(t, func(t *testing.T) blockdev.Device {
+		d, err := blockdev.OpenUring(tempFile(t, "", blockdevtest.MinSize), blockdev.FileOptions{BlockSize: 4096})
+		if err != nil {
+			t.Skipf("io_uring: %v", err)
+		}
+		return d
+	})
 }

@@ -66,6 +66,9 @@ type Pool struct {
 	gate   atomic.Pointer[ioGate]
 	closed atomic.Bool
 	bufs   sync.Pool // cluster-sized buffers for copy-on-write
+
+	async blockdev.Async // dev, when it can start I/O asynchronously (async.go)
+	ops   sync.Pool      // *asyncOp
 }
 
 func newPool(dev blockdev.Device, l Label, st *state) *Pool {
@@ -73,6 +76,8 @@ func newPool(dev blockdev.Device, l Label, st *state) *Pool {
 	p.cmt.cur = newBatch()
 	p.gate.Store(newGate())
 	p.bufs.New = func() any { b := make([]byte, l.ClusterSize); return &b }
+	p.async, _ = dev.(blockdev.Async)
+	p.ops.New = func() any { return &asyncOp{p: p} }
 	return p
 }
 

@@ -1,0 +1,91 @@
+package pool
+
+import "github.com/kura-io/kura/internal/blockdev"
+
+// Asynchronous replica I/O (blockdev.Async). A read or write that falls
+// within one cluster the replica can address directly — its own cluster
+// for a write, any resolved cluster for a read — is translated to the
+// pool device's offset and started there without blocking; everything
+// else (reads of unallocated space, first writes and copy-on-write, I/O
+// spanning clusters, a replica being snapshotted) returns false and takes
+// the synchronous path. The I/O gate is held from the map lookup until
+// the device reports completion, so a snapshot's freeze, a resize or a
+// destroy waits for in-flight asynchronous I/O exactly as for ReadAt and
+// WriteAt.
+
+// asyncOp is one asynchronous replica I/O in flight. Recycled through
+// Pool.ops; owned by the device from StartQueued until IOFlush.
+type asyncOp struct {
+	p  *Pool
+	g  gateRef
+	cb blockdev.IOCompletion
+}
+
+// IODone passes the device's result on.
+func (o *asyncOp) IODone(n int, err error) { o.cb.IODone(n, err) }
+
+// IOFlush leaves the gate, recycles o and passes the flush on.
+func (o *asyncOp) IOFlush() {
+	cb, g := o.cb, o.g
+	o.cb, o.g = nil, gateRef{}
+	o.p.ops.Put(o)
+	g.exit()
+	cb.IOFlush()
+}
+
+// StartQueued starts a read or write of the replica asynchronously when
+// its pool device supports it and the range maps directly onto one
+// cluster (see blockdev.Async); false means nothing was started.
+func (r *Replica) StartQueued(write bool, b []byte, off int64, cb blockdev.IOCompletion) bool {
+	return r.p.startVol(r.v, write, b, off, cb)
+}
+
+// Submit submits the asynchronous I/O queued on the pool device.
+func (r *Replica) Submit() {
+	if a := r.p.async; a != nil {
+		a.Submit()
+	}
+}
+
+func (p *Pool) startVol(v *volume, write bool, b []byte, off int64, cb blockdev.IOCompletion) bool {
+	a := p.async
+	if a == nil || len(b) == 0 || blockdev.CheckRange(off, int64(len(b)), p.bs, v.size.Load()) != nil {
+		return false
+	}
+	if write && v.snapshot() {
+		return false
+	}
+	cs := p.label.ClusterSize
+	l, in := uint32(off/cs), off%cs
+	if in+int64(len(b)) > cs {
+		return false
+	}
+	g := p.enter()
+	if v.destroyed.Load() || (write && v.frozen.Load() != nil) {
+		g.exit()
+		return false
+	}
+	var c uint32
+	if write {
+		if m := v.cm(); l < m.n {
+			c = m.get(l)
+		}
+	} else {
+		c = resolve(v, l)
+	}
+	if !isCluster(c) {
+		g.exit()
+		return false
+	}
+	o := p.ops.Get().(*asyncOp)
+	o.g, o.cb = g, cb
+	if !a.StartQueued(write, b, p.clusterOff(c-1)+in, o) {
+		o.cb, o.g = nil, gateRef{}
+		p.ops.Put(o)
+		g.exit()
+		return false
+	}
+	return true
+}
+
+var _ blockdev.Async = (*Replica)(nil)
