@@ -3,11 +3,30 @@ package nexus
 import (
 	"context"
 	"fmt"
+	"time"
 )
+
+// ReasonNotRebuilt is the reason shown for a child added without rebuild
+// whose rebuild has not been started.
+const ReasonNotRebuilt = "added without rebuild: rebuild not started"
 
 // AddChild opens uri, adds it as a new child and starts a full rebuild
 // onto it. The child is recorded unhealthy until the rebuild completes.
 func (n *Nexus) AddChild(ctx context.Context, uri string) error {
+	return n.addChild(ctx, uri, true)
+}
+
+// AddChildNoRebuild adds uri as an OutOfSync child without starting a
+// rebuild (the reference's `nexus add --norebuild`). Its device is opened
+// only to check its geometry, then closed. The child takes no reads and no
+// writes, does not count as healthy, and is persisted out of sync, so a
+// restart keeps it so. StartRebuild (or OnlineChild) later starts a full
+// rebuild onto it.
+func (n *Nexus) AddChildNoRebuild(ctx context.Context, uri string) error {
+	return n.addChild(ctx, uri, false)
+}
+
+func (n *Nexus) addChild(ctx context.Context, uri string, rebuild bool) error {
 	n.mu.Lock()
 	if err := n.usableLocked(); err != nil {
 		n.mu.Unlock()
@@ -26,43 +45,78 @@ func (n *Nexus) AddChild(ctx context.Context, uri string) error {
 		dev.Close()
 		return err
 	}
+	if !rebuild {
+		// No I/O will reach it before StartRebuild reopens it.
+		if err := dev.Close(); err != nil {
+			n.log.Warn("closing out-of-sync child", "child", uri, "err", err)
+		}
+		dev = nil
+	}
 	if err := n.gate.pause(ctx); err != nil {
-		dev.Close()
+		if dev != nil {
+			dev.Close()
+		}
 		return err
 	}
 	defer n.gate.resume()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.usableLocked(); err != nil {
-		dev.Close()
+	fail := func(err error) error {
+		if dev != nil {
+			dev.Close()
+		}
 		return err
 	}
-	if c, _ := n.findLocked(uri); c != nil {
-		dev.Close()
-		return fmt.Errorf("%w: %s", ErrChildExists, uri)
+	if err := n.usableLocked(); err != nil {
+		return fail(err)
 	}
-	c := &child{uri: uri, state: ChildFaulted, reason: "new child"}
+	if c, _ := n.findLocked(uri); c != nil {
+		return fail(fmt.Errorf("%w: %s", ErrChildExists, uri))
+	}
+	c := &child{uri: uri, state: ChildOutOfSync, reason: ReasonNotRebuilt, since: time.Now()}
+	if rebuild {
+		c.state, c.reason = ChildFaulted, "new child"
+	}
 	n.children = append(n.children, c)
 	if err := n.persistLocked(ctx, false); err != nil {
 		n.children = n.children[:len(n.children)-1]
-		dev.Close()
-		return err
+		return fail(err)
+	}
+	if !rebuild {
+		n.log.Info("child added out of sync, rebuild not started", "child", uri)
+		return nil
 	}
 	return n.applyLocked(ctx, c, Step(Input{State: c.state, Event: EvOnline}), "", dev)
 }
 
-// OnlineChild reopens a Faulted or Offline child and rebuilds it: only
-// the logged dirty segments when a dirty log exists, else everything.
+// OnlineChild reopens a Faulted, Offline or OutOfSync child and rebuilds
+// it: only the logged dirty segments when a dirty log exists, else
+// everything. On a child that is open or rebuilding it does nothing.
 func (n *Nexus) OnlineChild(ctx context.Context, uri string) error {
+	return n.reopen(ctx, uri, EvOnline)
+}
+
+// StartRebuild starts the rebuild of a child that needs one: an OutOfSync
+// child (added without rebuild) gets a full rebuild; a Faulted or Offline
+// child is rebuilt as by OnlineChild (partially when logged). A healthy
+// child, or one already rebuilding, is refused with ErrInvalidState; an
+// unknown URI with ErrChildNotFound.
+func (n *Nexus) StartRebuild(ctx context.Context, uri string) error {
+	return n.reopen(ctx, uri, EvStartRebuild)
+}
+
+// reopen opens the device of an absent child and applies ev (EvOnline or
+// EvStartRebuild), which attaches it write-only and starts its rebuild.
+func (n *Nexus) reopen(ctx context.Context, uri string, ev Event) error {
 	n.mu.Lock()
-	c, err := n.onlineableLocked(uri)
+	c, err := n.reopenableLocked(uri, ev)
 	n.mu.Unlock()
 	if err != nil || c == nil {
 		return err
 	}
 	dev, err := n.cfg.Opener(ctx, uri)
 	if err != nil {
-		return fmt.Errorf("nexus %s: online child %s: %w", n.cfg.Name, uri, err)
+		return fmt.Errorf("nexus %s: %s child %s: %w", n.cfg.Name, ev, uri, err)
 	}
 	if err := n.checkChild(uri, dev); err != nil {
 		dev.Close()
@@ -75,17 +129,17 @@ func (n *Nexus) OnlineChild(ctx context.Context, uri string) error {
 	defer n.gate.resume()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	c, err = n.onlineableLocked(uri)
+	c, err = n.reopenableLocked(uri, ev)
 	if err != nil || c == nil {
 		dev.Close()
 		return err
 	}
-	return n.applyLocked(ctx, c, Step(Input{State: c.state, Event: EvOnline}), "", dev)
+	return n.applyLocked(ctx, c, Step(Input{State: c.state, Event: ev}), "", dev)
 }
 
-// onlineableLocked returns the child if it can be onlined, nil (no error)
-// if it is already open or rebuilding.
-func (n *Nexus) onlineableLocked(uri string) (*child, error) {
+// reopenableLocked returns the child if ev would reopen it, nil (no error)
+// if ev is a no-op for it, or the state machine's refusal.
+func (n *Nexus) reopenableLocked(uri string, ev Event) (*child, error) {
 	if err := n.usableLocked(); err != nil {
 		return nil, err
 	}
@@ -93,7 +147,11 @@ func (n *Nexus) onlineableLocked(uri string) (*child, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: %s", ErrChildNotFound, uri)
 	}
-	if c.state == ChildOpen || c.state == ChildRebuilding {
+	out := Step(Input{State: c.state, Event: ev})
+	if out.Err != nil {
+		return nil, fmt.Errorf("nexus %s: %s child %s (%s): %w", n.cfg.Name, ev, uri, c.state, out.Err)
+	}
+	if out.Actions&ActOpenDevice == 0 {
 		return nil, nil
 	}
 	if c.busyOld() {

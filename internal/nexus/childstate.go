@@ -16,6 +16,11 @@ const (
 	ChildFaulted
 	// ChildOffline: taken offline by request; device closed, writes logged.
 	ChildOffline
+	// ChildOutOfSync: added without a rebuild (AddChildNoRebuild). It holds
+	// no trusted data, takes no reads and no writes (so nothing is logged
+	// for it either) and its device stays closed until StartRebuild (or
+	// OnlineChild) starts a full rebuild.
+	ChildOutOfSync
 	// ChildClosed: removed or the nexus shut down.
 	ChildClosed
 )
@@ -30,6 +35,8 @@ func (s ChildState) String() string {
 		return "faulted"
 	case ChildOffline:
 		return "offline"
+	case ChildOutOfSync:
+		return "out-of-sync"
 	case ChildClosed:
 		return "closed"
 	}
@@ -49,6 +56,7 @@ const (
 	EvFault                       // admin: fault the child
 	EvOffline                     // admin: take offline
 	EvOnline                      // admin: bring back (reopen + rebuild)
+	EvStartRebuild                // admin: start the rebuild of a child that needs one
 	EvRebuildDone                 // rebuild completed
 	EvRebuildFailed               // rebuild failed
 	EvRebuildStopped              // rebuild stopped by request
@@ -56,7 +64,7 @@ const (
 	EvClose                       // nexus shutdown
 )
 
-var eventNames = [...]string{"io-error", "timeout", "fault", "offline", "online",
+var eventNames = [...]string{"io-error", "timeout", "fault", "offline", "online", "start-rebuild",
 	"rebuild-done", "rebuild-failed", "rebuild-stopped", "remove", "close"}
 
 func (e Event) String() string {
@@ -144,14 +152,25 @@ func Step(in Input) Output {
 				return Output{State: next} // reclassify only
 			}
 			return same // late completion of an abandoned I/O
+		case ChildOutOfSync:
+			if in.Event == EvOffline || in.Event == EvFault {
+				// Still unhealthy, but no longer recorded out of sync.
+				return Output{State: next, Actions: ActPersist}
+			}
+			return same // it takes no I/O: nothing can fail
 		}
-	case EvOnline:
+	case EvOnline, EvStartRebuild:
 		switch s {
-		case ChildFaulted, ChildOffline:
+		case ChildFaulted, ChildOffline, ChildOutOfSync:
 			return Output{State: ChildRebuilding, Actions: ActOpenDevice | ActAttachWriteOnly | ActStartRebuild}
-		default:
+		}
+		if in.Event == EvOnline {
 			return same
 		}
+		if s == ChildRebuilding {
+			return refuse(fmt.Errorf("%w: a rebuild is already running", ErrInvalidState))
+		}
+		return refuse(fmt.Errorf("%w: child is healthy (in sync), nothing to rebuild", ErrInvalidState))
 	case EvRebuildDone:
 		if s == ChildRebuilding {
 			return Output{State: ChildOpen, Actions: ActDetach | ActAttachHealthy | ActPersist | ActDropLog}

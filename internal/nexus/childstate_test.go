@@ -7,11 +7,12 @@ import (
 
 func TestChildStateMachine(t *testing.T) {
 	const (
-		o  = ChildOpen
-		rb = ChildRebuilding
-		f  = ChildFaulted
-		of = ChildOffline
-		cl = ChildClosed
+		o   = ChildOpen
+		rb  = ChildRebuilding
+		f   = ChildFaulted
+		of  = ChildOffline
+		oos = ChildOutOfSync
+		cl  = ChildClosed
 	)
 	faultActs := ActStartLog | ActDetach | ActPersist | ActCloseDevice
 	tests := []struct {
@@ -48,6 +49,27 @@ func TestChildStateMachine(t *testing.T) {
 		{of, EvOnline, false, rb, ActOpenDevice | ActAttachWriteOnly | ActStartRebuild, nil},
 		{o, EvOnline, false, o, 0, nil},
 		{rb, EvOnline, false, rb, 0, nil},
+		// Start rebuild: a child that needs one gets one; a healthy or
+		// rebuilding child is refused (online is a no-op there).
+		{oos, EvStartRebuild, false, rb, ActOpenDevice | ActAttachWriteOnly | ActStartRebuild, nil},
+		{f, EvStartRebuild, false, rb, ActOpenDevice | ActAttachWriteOnly | ActStartRebuild, nil},
+		{of, EvStartRebuild, false, rb, ActOpenDevice | ActAttachWriteOnly | ActStartRebuild, nil},
+		{o, EvStartRebuild, false, o, 0, ErrInvalidState},
+		{o, EvStartRebuild, true, o, 0, ErrInvalidState},
+		{rb, EvStartRebuild, false, rb, 0, ErrInvalidState},
+		{cl, EvStartRebuild, false, cl, 0, ErrInvalidState},
+		// Out of sync (added without rebuild): online also starts the
+		// rebuild; it takes no I/O, so I/O events change nothing.
+		{oos, EvOnline, false, rb, ActOpenDevice | ActAttachWriteOnly | ActStartRebuild, nil},
+		{oos, EvIOError, false, oos, 0, nil},
+		{oos, EvTimeout, false, oos, 0, nil},
+		{oos, EvFault, false, f, ActPersist, nil},
+		{oos, EvOffline, false, of, ActPersist, nil},
+		{oos, EvRebuildDone, false, oos, 0, ErrInvalidState},
+		{oos, EvRebuildFailed, false, oos, 0, nil},
+		{oos, EvRebuildStopped, false, oos, 0, nil},
+		{oos, EvRemove, false, cl, ActDetach | ActPersist | ActDropLog, nil},
+		{oos, EvClose, false, cl, ActDetach, nil},
 		// Rebuild outcomes.
 		{rb, EvRebuildDone, false, o, ActDetach | ActPersist | ActDropLog | ActAttachHealthy, nil},
 		{rb, EvRebuildFailed, false, f, ActDetach | ActCloseDevice, nil},

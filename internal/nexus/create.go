@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
@@ -14,8 +15,9 @@ import (
 // decides which children are trusted: after an unclean shutdown only one
 // recorded-healthy child is served and the others wait for a rebuild;
 // children recorded unhealthy (or with a leftover dirty log) start
-// Faulted. Faulted children are not rebuilt automatically: call
-// OnlineChild.
+// Faulted; children recorded out of sync (added without rebuild, never
+// rebuilt) start OutOfSync. Neither is rebuilt automatically: call
+// OnlineChild or StartRebuild.
 func New(ctx context.Context, cfg Config) (*Nexus, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -71,7 +73,15 @@ func New(ctx context.Context, cfg Config) (*Nexus, error) {
 		if ci, ok := recorded[uri]; ok && ci.Healthy {
 			trusted = info.CleanShutdown || !keptOne
 		}
+		outOfSync := !first && recorded[uri].OutOfSync
 		switch {
+		case outOfSync:
+			// Added without rebuild and never rebuilt: it stays so, whatever
+			// else is true of it, until StartRebuild.
+			c.state, c.reason = ChildOutOfSync, ReasonNotRebuilt
+			if openErr[i] != nil {
+				c.reason += "; cannot open: " + openErr[i].Error()
+			}
 		case openErr[i] != nil:
 			c.state, c.reason = ChildFaulted, "cannot open: "+openErr[i].Error()
 		case hasLog:
@@ -92,6 +102,16 @@ func New(ctx context.Context, cfg Config) (*Nexus, error) {
 		}
 		if devs[i] != nil {
 			devs[i].Close()
+		}
+		if outOfSync {
+			// Its rebuild must be full: a stray dirty log would make it
+			// partial.
+			if hasLog {
+				if err := os.Remove(lp); err != nil {
+					n.log.Warn("removing dirty log of an out-of-sync child", "path", lp, "err", err)
+				}
+			}
+			continue
 		}
 		healthyBefore := first || recorded[uri].Healthy
 		switch {

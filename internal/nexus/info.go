@@ -24,6 +24,10 @@ type ChildInfo struct {
 	URI     string `json:"uri"`
 	UUID    string `json:"uuid,omitempty"`
 	Healthy bool   `json:"healthy"`
+	// OutOfSync marks a child added without a rebuild that has not been
+	// rebuilt yet: it never held the nexus' data (Healthy is false too).
+	// After a restart it comes back out of sync, waiting for StartRebuild.
+	OutOfSync bool `json:"out_of_sync,omitempty"`
 }
 
 // InfoStore persists Info per nexus UUID. The nexus calls Store before

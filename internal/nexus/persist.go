@@ -15,7 +15,8 @@ func (n *Nexus) infoLocked(clean bool) Info {
 	in := Info{CleanShutdown: clean}
 	for _, c := range n.children {
 		if c.state != ChildClosed {
-			in.Children = append(in.Children, ChildInfo{URI: c.uri, Healthy: c.state == ChildOpen})
+			in.Children = append(in.Children, ChildInfo{URI: c.uri, Healthy: c.state == ChildOpen,
+				OutOfSync: c.state == ChildOutOfSync})
 		}
 	}
 	return in
