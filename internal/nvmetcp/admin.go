@@ -36,6 +36,8 @@ func (c *controller) execAdmin(s *slot) (held bool) {
 		}
 	case nvme.AdminAbort:
 		s.dw0 = 1 // not aborted
+	case OpcodeCreateSnapshot, OpcodeSnapshotInfo:
+		c.snapshotCmd(s)
 	default:
 		s.status = nvme.StatusInvalidOpcode | nvme.StatusDNR
 	}
@@ -175,6 +177,9 @@ func (c *controller) getLogPage(s *slot) {
 		page = make([]byte, 4096)
 	case lid == nvme.LogCmdEffects:
 		page = commandEffects
+		if c.s.snaps != nil {
+			page = snapshotEffects
+		}
 	case lid == nvme.LogANA:
 		c.s.mu.Lock()
 		chg := c.s.anaChg

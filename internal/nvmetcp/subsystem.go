@@ -29,6 +29,7 @@ type subsystem struct {
 	anyHost   bool
 	allowed   map[string]bool
 	resv      *reservations
+	snaps     SnapshotHook  // nil: no snapshot commands
 	ana       atomic.Uint32 // ANA state of group 1
 
 	mu     sync.Mutex // guards ctrls, nextID, anaChg
@@ -39,7 +40,7 @@ type subsystem struct {
 
 func newSubsystem(t *Target, cfg SubsystemConfig) *subsystem {
 	s := &subsystem{t: t, nqn: cfg.NQN, dev: cfg.Device, serial: cfg.Serial, model: cfg.Model,
-		nguid: cfg.NGUID, uuid: cfg.UUID, anyHost: cfg.AllowAnyHost, allowed: map[string]bool{},
+		nguid: cfg.NGUID, uuid: cfg.UUID, anyHost: cfg.AllowAnyHost, allowed: map[string]bool{}, snaps: cfg.Snapshots,
 		ctrls: map[uint16]*controller{}, nextID: t.cfg.CntlIDMin}
 	for _, h := range cfg.AllowedHosts {
 		s.allowed[h] = true

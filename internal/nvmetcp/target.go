@@ -73,6 +73,10 @@ type SubsystemConfig struct {
 	// host unless AllowAnyHost is set.
 	AllowedHosts []string
 	AllowAnyHost bool
+	// Snapshots, when set, serves Kura's snapshot admin commands (opcodes
+	// 0xC1/0xC2) for the namespace; without it they fail with Invalid
+	// Command Opcode.
+	Snapshots SnapshotHook
 }
 
 // SubsystemInfo reports a subsystem and its connected controllers.
