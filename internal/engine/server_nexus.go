@@ -337,9 +337,6 @@ func (s *nexusServer) UnpublishNexus(ctx context.Context, req *enginev1.Unpublis
 
 func (s *nexusServer) AddChild(ctx context.Context, req *enginev1.AddChildRequest) (*enginev1.AddChildResponse, error) {
 	e := s.e
-	if req.GetNorebuild() {
-		return nil, fmt.Errorf("adding a child without rebuild: %w", ErrUnimplemented)
-	}
 	if _, err := blockdev.ParseURI(req.GetUri()); err != nil {
 		return nil, err
 	}
@@ -347,7 +344,12 @@ func (s *nexusServer) AddChild(ctx context.Context, req *enginev1.AddChildReques
 		return nil, err
 	}
 	n, err := e.editNexus(req.GetNexus(), func(ne *nexusEntry) error {
-		if err := ne.n.AddChild(ctx, req.GetUri()); err != nil {
+		add := ne.n.AddChild
+		if req.GetNorebuild() {
+			// Out of sync until `kura rebuild start` (StartRebuild).
+			add = ne.n.AddChildNoRebuild
+		}
+		if err := add(ctx, req.GetUri()); err != nil {
 			return fmt.Errorf("nexus %q: add child: %w", ne.rec.Name, err)
 		}
 		ne.rec.Children = append(ne.rec.Children, req.GetUri())
@@ -441,6 +443,8 @@ func childState(s nexus.ChildState) enginev1.ChildState {
 		return enginev1.ChildState_CHILD_STATE_FAULTED
 	case nexus.ChildOffline, nexus.ChildClosed:
 		return enginev1.ChildState_CHILD_STATE_OFFLINE
+	case nexus.ChildOutOfSync:
+		return enginev1.ChildState_CHILD_STATE_OUT_OF_SYNC
 	}
 	return enginev1.ChildState_CHILD_STATE_UNKNOWN
 }
@@ -499,6 +503,30 @@ func (s *rebuildServer) GetRebuildHistory(_ context.Context, req *enginev1.GetRe
 			Stats:             rebuildStats(r.Stats, ne.n.BlockSize(), r.Kind == rebuild.Partial),
 			StartTimeUnixNano: r.Start.UnixNano(), EndTimeUnixNano: r.End.UnixNano(),
 		})
+	}
+	return resp, nil
+}
+
+// StartRebuild starts the rebuild of an out-of-sync (added with
+// norebuild), faulted or offline child.
+func (s *rebuildServer) StartRebuild(ctx context.Context, req *enginev1.RebuildRequest) (*enginev1.RebuildControlResponse, error) {
+	if req.GetUri() == "" {
+		return nil, fmt.Errorf("%w: child URI is empty", ErrInvalidArgument)
+	}
+	resp, err := s.control(req, func(n *nexus.Nexus, uri string) error { return n.StartRebuild(ctx, uri) })
+	if err != nil || resp.GetState() != enginev1.RebuildState_REBUILD_STATE_STOPPED {
+		return resp, err
+	}
+	// The job is no longer running: it finished already (a small or
+	// partial rebuild) or could not start; say which.
+	if ne, err := s.e.nexusByName(req.GetNexus()); err == nil {
+		for _, c := range ne.n.Children() {
+			if c.URI == req.GetUri() && c.State == nexus.ChildOpen {
+				resp.State = enginev1.RebuildState_REBUILD_STATE_COMPLETED
+			} else if c.URI == req.GetUri() && c.State == nexus.ChildFaulted {
+				resp.State = enginev1.RebuildState_REBUILD_STATE_FAILED
+			}
+		}
 	}
 	return resp, nil
 }

@@ -209,6 +209,9 @@ const (
 	ChildState_CHILD_STATE_REBUILDING ChildState = 2
 	ChildState_CHILD_STATE_FAULTED    ChildState = 3
 	ChildState_CHILD_STATE_OFFLINE    ChildState = 4
+	// Added with norebuild and not rebuilt yet: holds no trusted data, takes
+	// no reads and no writes; RebuildService/StartRebuild rebuilds it.
+	ChildState_CHILD_STATE_OUT_OF_SYNC ChildState = 5
 )
 
 // Enum value maps for ChildState.
@@ -219,13 +222,15 @@ var (
 		2: "CHILD_STATE_REBUILDING",
 		3: "CHILD_STATE_FAULTED",
 		4: "CHILD_STATE_OFFLINE",
+		5: "CHILD_STATE_OUT_OF_SYNC",
 	}
 	ChildState_value = map[string]int32{
-		"CHILD_STATE_UNKNOWN":    0,
-		"CHILD_STATE_ONLINE":     1,
-		"CHILD_STATE_REBUILDING": 2,
-		"CHILD_STATE_FAULTED":    3,
-		"CHILD_STATE_OFFLINE":    4,
+		"CHILD_STATE_UNKNOWN":     0,
+		"CHILD_STATE_ONLINE":      1,
+		"CHILD_STATE_REBUILDING":  2,
+		"CHILD_STATE_FAULTED":     3,
+		"CHILD_STATE_OFFLINE":     4,
+		"CHILD_STATE_OUT_OF_SYNC": 5,
 	}
 )
 
@@ -3278,7 +3283,9 @@ type AddChildRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Nexus string                 `protobuf:"bytes,1,opt,name=nexus,proto3" json:"nexus,omitempty"`
 	Uri   string                 `protobuf:"bytes,2,opt,name=uri,proto3" json:"uri,omitempty"`
-	// Do not start a rebuild; the child stays out of sync until onlined.
+	// Do not start a rebuild: the child is added OUT_OF_SYNC (no reads, no
+	// writes, recorded unhealthy, kept so across restarts) until
+	// RebuildService/StartRebuild (or OnlineChild) starts a full rebuild.
 	Norebuild     bool `protobuf:"varint,3,opt,name=norebuild,proto3" json:"norebuild,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4992,14 +4999,15 @@ const file_engine_proto_rawDesc = "" +
 	"\x12NEXUS_STATE_ONLINE\x10\x01\x12\x18\n" +
 	"\x14NEXUS_STATE_DEGRADED\x10\x02\x12\x17\n" +
 	"\x13NEXUS_STATE_FAULTED\x10\x03\x12\x18\n" +
-	"\x14NEXUS_STATE_SHUTDOWN\x10\x04*\x8b\x01\n" +
+	"\x14NEXUS_STATE_SHUTDOWN\x10\x04*\xa8\x01\n" +
 	"\n" +
 	"ChildState\x12\x17\n" +
 	"\x13CHILD_STATE_UNKNOWN\x10\x00\x12\x16\n" +
 	"\x12CHILD_STATE_ONLINE\x10\x01\x12\x1a\n" +
 	"\x16CHILD_STATE_REBUILDING\x10\x02\x12\x17\n" +
 	"\x13CHILD_STATE_FAULTED\x10\x03\x12\x17\n" +
-	"\x13CHILD_STATE_OFFLINE\x10\x04*\xc8\x01\n" +
+	"\x13CHILD_STATE_OFFLINE\x10\x04\x12\x1b\n" +
+	"\x17CHILD_STATE_OUT_OF_SYNC\x10\x05*\xc8\x01\n" +
 	"\fRebuildState\x12\x19\n" +
 	"\x15REBUILD_STATE_UNKNOWN\x10\x00\x12\x16\n" +
 	"\x12REBUILD_STATE_INIT\x10\x01\x12\x19\n" +
@@ -5045,7 +5053,7 @@ const file_engine_proto_rawDesc = "" +
 	"\n" +
 	"FaultChild\x12\x1c.kura.engine.v1.ChildRequest\x1a\x1d.kura.engine.v1.ChildResponse\x12K\n" +
 	"\fOfflineChild\x12\x1c.kura.engine.v1.ChildRequest\x1a\x1d.kura.engine.v1.ChildResponse\x12J\n" +
-	"\vOnlineChild\x12\x1c.kura.engine.v1.ChildRequest\x1a\x1d.kura.engine.v1.ChildResponse2\x9c\x05\n" +
+	"\vOnlineChild\x12\x1c.kura.engine.v1.ChildRequest\x1a\x1d.kura.engine.v1.ChildResponse2\xf4\x05\n" +
 	"\x0eRebuildService\x12Z\n" +
 	"\x0fGetRebuildState\x12\x1e.kura.engine.v1.RebuildRequest\x1a'.kura.engine.v1.GetRebuildStateResponse\x12Z\n" +
 	"\x0fGetRebuildStats\x12\x1e.kura.engine.v1.RebuildRequest\x1a'.kura.engine.v1.GetRebuildStatsResponse\x12`\n" +
@@ -5053,7 +5061,8 @@ const file_engine_proto_rawDesc = "" +
 	"\x11GetRebuildHistory\x12(.kura.engine.v1.GetRebuildHistoryRequest\x1a).kura.engine.v1.GetRebuildHistoryResponse\x12V\n" +
 	"\fPauseRebuild\x12\x1e.kura.engine.v1.RebuildRequest\x1a&.kura.engine.v1.RebuildControlResponse\x12W\n" +
 	"\rResumeRebuild\x12\x1e.kura.engine.v1.RebuildRequest\x1a&.kura.engine.v1.RebuildControlResponse\x12U\n" +
-	"\vStopRebuild\x12\x1e.kura.engine.v1.RebuildRequest\x1a&.kura.engine.v1.RebuildControlResponse2\x82\x04\n" +
+	"\vStopRebuild\x12\x1e.kura.engine.v1.RebuildRequest\x1a&.kura.engine.v1.RebuildControlResponse\x12V\n" +
+	"\fStartRebuild\x12\x1e.kura.engine.v1.RebuildRequest\x1a&.kura.engine.v1.RebuildControlResponse2\x82\x04\n" +
 	"\x0fSnapshotService\x12_\n" +
 	"\x0eCreateSnapshot\x12%.kura.engine.v1.CreateSnapshotRequest\x1a&.kura.engine.v1.CreateSnapshotResponse\x12\\\n" +
 	"\rCloneSnapshot\x12$.kura.engine.v1.CloneSnapshotRequest\x1a%.kura.engine.v1.CloneSnapshotResponse\x12b\n" +
@@ -5242,53 +5251,55 @@ var file_engine_proto_depIdxs = []int32{
 	65, // 76: kura.engine.v1.RebuildService.PauseRebuild:input_type -> kura.engine.v1.RebuildRequest
 	65, // 77: kura.engine.v1.RebuildService.ResumeRebuild:input_type -> kura.engine.v1.RebuildRequest
 	65, // 78: kura.engine.v1.RebuildService.StopRebuild:input_type -> kura.engine.v1.RebuildRequest
-	75, // 79: kura.engine.v1.SnapshotService.CreateSnapshot:input_type -> kura.engine.v1.CreateSnapshotRequest
-	77, // 80: kura.engine.v1.SnapshotService.CloneSnapshot:input_type -> kura.engine.v1.CloneSnapshotRequest
-	79, // 81: kura.engine.v1.SnapshotService.DestroySnapshot:input_type -> kura.engine.v1.DestroySnapshotRequest
-	81, // 82: kura.engine.v1.SnapshotService.ListSnapshots:input_type -> kura.engine.v1.ListSnapshotsRequest
-	83, // 83: kura.engine.v1.SnapshotService.CreateNexusSnapshot:input_type -> kura.engine.v1.CreateNexusSnapshotRequest
-	9,  // 84: kura.engine.v1.PoolService.CreatePool:output_type -> kura.engine.v1.CreatePoolResponse
-	11, // 85: kura.engine.v1.PoolService.DestroyPool:output_type -> kura.engine.v1.DestroyPoolResponse
-	13, // 86: kura.engine.v1.PoolService.ExportPool:output_type -> kura.engine.v1.ExportPoolResponse
-	15, // 87: kura.engine.v1.PoolService.ImportPool:output_type -> kura.engine.v1.ImportPoolResponse
-	17, // 88: kura.engine.v1.PoolService.ListPools:output_type -> kura.engine.v1.ListPoolsResponse
-	20, // 89: kura.engine.v1.ReplicaService.CreateReplica:output_type -> kura.engine.v1.CreateReplicaResponse
-	22, // 90: kura.engine.v1.ReplicaService.DestroyReplica:output_type -> kura.engine.v1.DestroyReplicaResponse
-	24, // 91: kura.engine.v1.ReplicaService.ListReplicas:output_type -> kura.engine.v1.ListReplicasResponse
-	26, // 92: kura.engine.v1.ReplicaService.ResizeReplica:output_type -> kura.engine.v1.ResizeReplicaResponse
-	28, // 93: kura.engine.v1.ReplicaService.ShareReplica:output_type -> kura.engine.v1.ShareReplicaResponse
-	30, // 94: kura.engine.v1.ReplicaService.UnshareReplica:output_type -> kura.engine.v1.UnshareReplicaResponse
-	33, // 95: kura.engine.v1.BdevService.CreateBdev:output_type -> kura.engine.v1.CreateBdevResponse
-	35, // 96: kura.engine.v1.BdevService.DestroyBdev:output_type -> kura.engine.v1.DestroyBdevResponse
-	37, // 97: kura.engine.v1.BdevService.ListBdevs:output_type -> kura.engine.v1.ListBdevsResponse
-	39, // 98: kura.engine.v1.BdevService.ShareBdev:output_type -> kura.engine.v1.ShareBdevResponse
-	41, // 99: kura.engine.v1.BdevService.UnshareBdev:output_type -> kura.engine.v1.UnshareBdevResponse
-	44, // 100: kura.engine.v1.HostService.GetHostInfo:output_type -> kura.engine.v1.GetHostInfoResponse
-	48, // 101: kura.engine.v1.NexusService.CreateNexus:output_type -> kura.engine.v1.CreateNexusResponse
-	50, // 102: kura.engine.v1.NexusService.DestroyNexus:output_type -> kura.engine.v1.DestroyNexusResponse
-	52, // 103: kura.engine.v1.NexusService.ShutdownNexus:output_type -> kura.engine.v1.ShutdownNexusResponse
-	54, // 104: kura.engine.v1.NexusService.ListNexuses:output_type -> kura.engine.v1.ListNexusesResponse
-	56, // 105: kura.engine.v1.NexusService.PublishNexus:output_type -> kura.engine.v1.PublishNexusResponse
-	58, // 106: kura.engine.v1.NexusService.UnpublishNexus:output_type -> kura.engine.v1.UnpublishNexusResponse
-	60, // 107: kura.engine.v1.NexusService.AddChild:output_type -> kura.engine.v1.AddChildResponse
-	62, // 108: kura.engine.v1.NexusService.RemoveChild:output_type -> kura.engine.v1.RemoveChildResponse
-	64, // 109: kura.engine.v1.NexusService.FaultChild:output_type -> kura.engine.v1.ChildResponse
-	64, // 110: kura.engine.v1.NexusService.OfflineChild:output_type -> kura.engine.v1.ChildResponse
-	64, // 111: kura.engine.v1.NexusService.OnlineChild:output_type -> kura.engine.v1.ChildResponse
-	66, // 112: kura.engine.v1.RebuildService.GetRebuildState:output_type -> kura.engine.v1.GetRebuildStateResponse
-	68, // 113: kura.engine.v1.RebuildService.GetRebuildStats:output_type -> kura.engine.v1.GetRebuildStatsResponse
-	69, // 114: kura.engine.v1.RebuildService.GetRebuildProgress:output_type -> kura.engine.v1.GetRebuildProgressResponse
-	72, // 115: kura.engine.v1.RebuildService.GetRebuildHistory:output_type -> kura.engine.v1.GetRebuildHistoryResponse
-	73, // 116: kura.engine.v1.RebuildService.PauseRebuild:output_type -> kura.engine.v1.RebuildControlResponse
-	73, // 117: kura.engine.v1.RebuildService.ResumeRebuild:output_type -> kura.engine.v1.RebuildControlResponse
-	73, // 118: kura.engine.v1.RebuildService.StopRebuild:output_type -> kura.engine.v1.RebuildControlResponse
-	76, // 119: kura.engine.v1.SnapshotService.CreateSnapshot:output_type -> kura.engine.v1.CreateSnapshotResponse
-	78, // 120: kura.engine.v1.SnapshotService.CloneSnapshot:output_type -> kura.engine.v1.CloneSnapshotResponse
-	80, // 121: kura.engine.v1.SnapshotService.DestroySnapshot:output_type -> kura.engine.v1.DestroySnapshotResponse
-	82, // 122: kura.engine.v1.SnapshotService.ListSnapshots:output_type -> kura.engine.v1.ListSnapshotsResponse
-	84, // 123: kura.engine.v1.SnapshotService.CreateNexusSnapshot:output_type -> kura.engine.v1.CreateNexusSnapshotResponse
-	84, // [84:124] is the sub-list for method output_type
-	44, // [44:84] is the sub-list for method input_type
+	65, // 79: kura.engine.v1.RebuildService.StartRebuild:input_type -> kura.engine.v1.RebuildRequest
+	75, // 80: kura.engine.v1.SnapshotService.CreateSnapshot:input_type -> kura.engine.v1.CreateSnapshotRequest
+	77, // 81: kura.engine.v1.SnapshotService.CloneSnapshot:input_type -> kura.engine.v1.CloneSnapshotRequest
+	79, // 82: kura.engine.v1.SnapshotService.DestroySnapshot:input_type -> kura.engine.v1.DestroySnapshotRequest
+	81, // 83: kura.engine.v1.SnapshotService.ListSnapshots:input_type -> kura.engine.v1.ListSnapshotsRequest
+	83, // 84: kura.engine.v1.SnapshotService.CreateNexusSnapshot:input_type -> kura.engine.v1.CreateNexusSnapshotRequest
+	9,  // 85: kura.engine.v1.PoolService.CreatePool:output_type -> kura.engine.v1.CreatePoolResponse
+	11, // 86: kura.engine.v1.PoolService.DestroyPool:output_type -> kura.engine.v1.DestroyPoolResponse
+	13, // 87: kura.engine.v1.PoolService.ExportPool:output_type -> kura.engine.v1.ExportPoolResponse
+	15, // 88: kura.engine.v1.PoolService.ImportPool:output_type -> kura.engine.v1.ImportPoolResponse
+	17, // 89: kura.engine.v1.PoolService.ListPools:output_type -> kura.engine.v1.ListPoolsResponse
+	20, // 90: kura.engine.v1.ReplicaService.CreateReplica:output_type -> kura.engine.v1.CreateReplicaResponse
+	22, // 91: kura.engine.v1.ReplicaService.DestroyReplica:output_type -> kura.engine.v1.DestroyReplicaResponse
+	24, // 92: kura.engine.v1.ReplicaService.ListReplicas:output_type -> kura.engine.v1.ListReplicasResponse
+	26, // 93: kura.engine.v1.ReplicaService.ResizeReplica:output_type -> kura.engine.v1.ResizeReplicaResponse
+	28, // 94: kura.engine.v1.ReplicaService.ShareReplica:output_type -> kura.engine.v1.ShareReplicaResponse
+	30, // 95: kura.engine.v1.ReplicaService.UnshareReplica:output_type -> kura.engine.v1.UnshareReplicaResponse
+	33, // 96: kura.engine.v1.BdevService.CreateBdev:output_type -> kura.engine.v1.CreateBdevResponse
+	35, // 97: kura.engine.v1.BdevService.DestroyBdev:output_type -> kura.engine.v1.DestroyBdevResponse
+	37, // 98: kura.engine.v1.BdevService.ListBdevs:output_type -> kura.engine.v1.ListBdevsResponse
+	39, // 99: kura.engine.v1.BdevService.ShareBdev:output_type -> kura.engine.v1.ShareBdevResponse
+	41, // 100: kura.engine.v1.BdevService.UnshareBdev:output_type -> kura.engine.v1.UnshareBdevResponse
+	44, // 101: kura.engine.v1.HostService.GetHostInfo:output_type -> kura.engine.v1.GetHostInfoResponse
+	48, // 102: kura.engine.v1.NexusService.CreateNexus:output_type -> kura.engine.v1.CreateNexusResponse
+	50, // 103: kura.engine.v1.NexusService.DestroyNexus:output_type -> kura.engine.v1.DestroyNexusResponse
+	52, // 104: kura.engine.v1.NexusService.ShutdownNexus:output_type -> kura.engine.v1.ShutdownNexusResponse
+	54, // 105: kura.engine.v1.NexusService.ListNexuses:output_type -> kura.engine.v1.ListNexusesResponse
+	56, // 106: kura.engine.v1.NexusService.PublishNexus:output_type -> kura.engine.v1.PublishNexusResponse
+	58, // 107: kura.engine.v1.NexusService.UnpublishNexus:output_type -> kura.engine.v1.UnpublishNexusResponse
+	60, // 108: kura.engine.v1.NexusService.AddChild:output_type -> kura.engine.v1.AddChildResponse
+	62, // 109: kura.engine.v1.NexusService.RemoveChild:output_type -> kura.engine.v1.RemoveChildResponse
+	64, // 110: kura.engine.v1.NexusService.FaultChild:output_type -> kura.engine.v1.ChildResponse
+	64, // 111: kura.engine.v1.NexusService.OfflineChild:output_type -> kura.engine.v1.ChildResponse
+	64, // 112: kura.engine.v1.NexusService.OnlineChild:output_type -> kura.engine.v1.ChildResponse
+	66, // 113: kura.engine.v1.RebuildService.GetRebuildState:output_type -> kura.engine.v1.GetRebuildStateResponse
+	68, // 114: kura.engine.v1.RebuildService.GetRebuildStats:output_type -> kura.engine.v1.GetRebuildStatsResponse
+	69, // 115: kura.engine.v1.RebuildService.GetRebuildProgress:output_type -> kura.engine.v1.GetRebuildProgressResponse
+	72, // 116: kura.engine.v1.RebuildService.GetRebuildHistory:output_type -> kura.engine.v1.GetRebuildHistoryResponse
+	73, // 117: kura.engine.v1.RebuildService.PauseRebuild:output_type -> kura.engine.v1.RebuildControlResponse
+	73, // 118: kura.engine.v1.RebuildService.ResumeRebuild:output_type -> kura.engine.v1.RebuildControlResponse
+	73, // 119: kura.engine.v1.RebuildService.StopRebuild:output_type -> kura.engine.v1.RebuildControlResponse
+	73, // 120: kura.engine.v1.RebuildService.StartRebuild:output_type -> kura.engine.v1.RebuildControlResponse
+	76, // 121: kura.engine.v1.SnapshotService.CreateSnapshot:output_type -> kura.engine.v1.CreateSnapshotResponse
+	78, // 122: kura.engine.v1.SnapshotService.CloneSnapshot:output_type -> kura.engine.v1.CloneSnapshotResponse
+	80, // 123: kura.engine.v1.SnapshotService.DestroySnapshot:output_type -> kura.engine.v1.DestroySnapshotResponse
+	82, // 124: kura.engine.v1.SnapshotService.ListSnapshots:output_type -> kura.engine.v1.ListSnapshotsResponse
+	84, // 125: kura.engine.v1.SnapshotService.CreateNexusSnapshot:output_type -> kura.engine.v1.CreateNexusSnapshotResponse
+	85, // [85:126] is the sub-list for method output_type
+	44, // [44:85] is the sub-list for method input_type
 	44, // [44:44] is the sub-list for extension type_name
 	44, // [44:44] is the sub-list for extension extendee
 	0,  // [0:44] is the sub-list for field type_name

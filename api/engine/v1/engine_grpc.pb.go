@@ -1452,6 +1452,7 @@ const (
 	RebuildService_PauseRebuild_FullMethodName       = "/kura.engine.v1.RebuildService/PauseRebuild"
 	RebuildService_ResumeRebuild_FullMethodName      = "/kura.engine.v1.RebuildService/ResumeRebuild"
 	RebuildService_StopRebuild_FullMethodName        = "/kura.engine.v1.RebuildService/StopRebuild"
+	RebuildService_StartRebuild_FullMethodName       = "/kura.engine.v1.RebuildService/StartRebuild"
 )
 
 // RebuildServiceClient is the client API for RebuildService service.
@@ -1465,6 +1466,11 @@ type RebuildServiceClient interface {
 	PauseRebuild(ctx context.Context, in *RebuildRequest, opts ...grpc.CallOption) (*RebuildControlResponse, error)
 	ResumeRebuild(ctx context.Context, in *RebuildRequest, opts ...grpc.CallOption) (*RebuildControlResponse, error)
 	StopRebuild(ctx context.Context, in *RebuildRequest, opts ...grpc.CallOption) (*RebuildControlResponse, error)
+	// StartRebuild starts the rebuild of a child that needs one: full for an
+	// OUT_OF_SYNC child, as OnlineChild for a FAULTED or OFFLINE one.
+	// FAILED_PRECONDITION when the child is ONLINE or already REBUILDING,
+	// NOT_FOUND for an unknown nexus or child.
+	StartRebuild(ctx context.Context, in *RebuildRequest, opts ...grpc.CallOption) (*RebuildControlResponse, error)
 }
 
 type rebuildServiceClient struct {
@@ -1545,6 +1551,16 @@ func (c *rebuildServiceClient) StopRebuild(ctx context.Context, in *RebuildReque
 	return out, nil
 }
 
+func (c *rebuildServiceClient) StartRebuild(ctx context.Context, in *RebuildRequest, opts ...grpc.CallOption) (*RebuildControlResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebuildControlResponse)
+	err := c.cc.Invoke(ctx, RebuildService_StartRebuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RebuildServiceServer is the server API for RebuildService service.
 // All implementations must embed UnimplementedRebuildServiceServer
 // for forward compatibility.
@@ -1556,6 +1572,11 @@ type RebuildServiceServer interface {
 	PauseRebuild(context.Context, *RebuildRequest) (*RebuildControlResponse, error)
 	ResumeRebuild(context.Context, *RebuildRequest) (*RebuildControlResponse, error)
 	StopRebuild(context.Context, *RebuildRequest) (*RebuildControlResponse, error)
+	// StartRebuild starts the rebuild of a child that needs one: full for an
+	// OUT_OF_SYNC child, as OnlineChild for a FAULTED or OFFLINE one.
+	// FAILED_PRECONDITION when the child is ONLINE or already REBUILDING,
+	// NOT_FOUND for an unknown nexus or child.
+	StartRebuild(context.Context, *RebuildRequest) (*RebuildControlResponse, error)
 	mustEmbedUnimplementedRebuildServiceServer()
 }
 
@@ -1586,6 +1607,9 @@ func (UnimplementedRebuildServiceServer) ResumeRebuild(context.Context, *Rebuild
 }
 func (UnimplementedRebuildServiceServer) StopRebuild(context.Context, *RebuildRequest) (*RebuildControlResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StopRebuild not implemented")
+}
+func (UnimplementedRebuildServiceServer) StartRebuild(context.Context, *RebuildRequest) (*RebuildControlResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartRebuild not implemented")
 }
 func (UnimplementedRebuildServiceServer) mustEmbedUnimplementedRebuildServiceServer() {}
 func (UnimplementedRebuildServiceServer) testEmbeddedByValue()                        {}
@@ -1734,6 +1758,24 @@ func _RebuildService_StopRebuild_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RebuildService_StartRebuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebuildRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RebuildServiceServer).StartRebuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RebuildService_StartRebuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RebuildServiceServer).StartRebuild(ctx, req.(*RebuildRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RebuildService_ServiceDesc is the grpc.ServiceDesc for RebuildService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1768,6 +1810,10 @@ var RebuildService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StopRebuild",
 			Handler:    _RebuildService_StopRebuild_Handler,
+		},
+		{
+			MethodName: "StartRebuild",
+			Handler:    _RebuildService_StartRebuild_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
