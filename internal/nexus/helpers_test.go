@@ -61,6 +61,9 @@ func (e *env) open(_ context.Context, uri string) (blockdev.Device, error) {
 	f := blockdev.NewFault(noClose{m})
 	e.faults[uri] = f
 	e.opens[uri]++
+	if asyncChildren {
+		return &asyncAdapter{Fault: f}, nil
+	}
 	return f, nil
 }
 

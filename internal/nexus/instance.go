@@ -14,8 +14,9 @@ import (
 // that perform its I/O. A child gets a new instance each time it is
 // (re)opened. The instance owns its workers: close stops them.
 type instance struct {
-	c   *child
-	dev blockdev.Device
+	c     *child
+	dev   blockdev.Device
+	async blockdev.Async // dev, when it starts reads and writes asynchronously
 
 	reqs chan *subOp
 	stop chan struct{}
@@ -34,6 +35,7 @@ type instance struct {
 
 func newInstance(c *child, dev blockdev.Device, workers int) *instance {
 	in := &instance{c: c, dev: dev, reqs: make(chan *subOp, defaultQueueLen), stop: make(chan struct{})}
+	in.async, _ = dev.(blockdev.Async)
 	in.wg.Add(workers)
 	for range workers {
 		go in.worker()
@@ -88,6 +90,41 @@ func (in *instance) submit(s *subOp) error {
 	}
 }
 
+// startAsync starts a read or write sub-op on a device that can run it
+// asynchronously (blockdev.Async): no worker is woken, and the device's
+// completion reports the result (subOp.IODone). It returns false, having
+// started nothing, for other sub-ops or when the device declines; the
+// caller then submits s to the workers. The caller calls the device's
+// Submit after starting the request's sub-ops.
+func (in *instance) startAsync(s *subOp) bool {
+	r := s.r
+	if in.async == nil || (r.kind != opRead && r.kind != opWrite) {
+		return false
+	}
+	in.senders.Add(1)
+	defer in.senders.Add(-1)
+	if in.closing.Load() {
+		return false
+	}
+	in.outstanding.Add(1)
+	if !in.async.StartQueued(r.kind == opWrite, s.buf, r.off, s) {
+		in.outstanding.Add(-1)
+		return false
+	}
+	return true
+}
+
+// IODone completes an asynchronous sub-op (blockdev.IOCompletion). A
+// timed-out (abandoned) sub-op ignores it, as a late worker result.
+func (s *subOp) IODone(n int, err error) {
+	s.inst.outstanding.Add(-1) // before complete: the caller may read the counter next
+	s.complete(err)
+}
+
+// IOFlush does nothing: the request's waiter was woken by IODone. It must
+// not touch s, which the finished request may already be reusing.
+func (s *subOp) IOFlush() {}
+
 // closeGrace caps how long close waits for workers to finish their
 // current call before closing the device under them.
 const closeGrace = 200 * time.Millisecond
@@ -104,7 +141,14 @@ func (in *instance) close(grace time.Duration) {
 		}
 		close(in.stop)
 		done := make(chan struct{})
-		go func() { in.wg.Wait(); close(done) }()
+		go func() {
+			in.wg.Wait()
+			// Asynchronous sub-ops have no worker: wait for them too.
+			for i := 0; in.outstanding.Load() > 0 && i < 1000; i++ {
+				time.Sleep(time.Millisecond)
+			}
+			close(done)
+		}()
 		t := time.NewTimer(min(grace, closeGrace))
 		select {
 		case <-done:

@@ -79,7 +79,7 @@ func (r *request) add(inst *instance, buf []byte) {
 // readBuf returns the request's bounce buffer, sized n bytes.
 func (r *request) readBuf(n int) []byte {
 	if cap(r.bounce) < n {
-		r.bounce = make([]byte, n)
+		r.bounce = blockdev.AlignedBuffer(n) // aligned: children may do direct I/O on it
 	}
 	return r.bounce[:n]
 }
@@ -99,10 +99,22 @@ func (r *request) run(timeout time.Duration, inline bool) (abandoned bool) {
 	if inline {
 		queued = k - 1
 	}
+	async := 0
 	for i := range queued {
 		s := &r.subs[i]
+		if s.inst.startAsync(s) {
+			async++
+			continue
+		}
 		if err := s.inst.submit(s); err != nil {
 			s.complete(err)
+		}
+	}
+	if async > 0 {
+		for i := range queued {
+			if a := r.subs[i].inst.async; a != nil {
+				a.Submit()
+			}
 		}
 	}
 	if inline {
