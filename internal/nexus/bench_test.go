@@ -59,18 +59,31 @@ func benchFile(b *testing.B, dir, name string, size int64) string {
 	return p
 }
 
+// benchScheme is how benchmarks open files, for the baseline and the
+// nexus children alike: "uring" (the engine's default for bare paths,
+// when io_uring works) or "aio"; KURA_BENCH_SCHEME overrides.
+func benchScheme() string {
+	if s := os.Getenv("KURA_BENCH_SCHEME"); s != "" {
+		return s
+	}
+	return blockdev.BareScheme()
+}
+
 func openDirect(b *testing.B, p string) blockdev.Device {
-	d, err := blockdev.OpenFile(p, blockdev.FileOptions{BlockSize: 4096})
+	d, err := fileOpener(context.Background(), p)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if !d.Direct() {
+	if dd, ok := d.(interface{ Direct() bool }); ok && !dd.Direct() {
 		b.Logf("warning: %s is not O_DIRECT", p)
 	}
 	return d
 }
 
 func fileOpener(_ context.Context, uri string) (blockdev.Device, error) {
+	if benchScheme() == "uring" {
+		return blockdev.OpenUring(uri, blockdev.FileOptions{BlockSize: 4096})
+	}
 	return blockdev.OpenFile(uri, blockdev.FileOptions{BlockSize: 4096})
 }
 
