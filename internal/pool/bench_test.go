@@ -3,6 +3,7 @@ package pool
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -74,6 +75,21 @@ func fill(b *testing.B, d blockdev.Device, span int64) {
 }
 
 // benchTarget opens the device a RandIO benchmark runs on.
+// benchFileDev opens a sparse file the way the engine opens a bare path
+// (io_uring when it works, else aio; KURA_BENCH_SCHEME=aio|uring
+// overrides), so raw and pool targets use the same device type.
+func benchFileDev(b *testing.B, size int64) blockdev.Device {
+	scheme := os.Getenv("KURA_BENCH_SCHEME")
+	if scheme == "" {
+		scheme = blockdev.BareScheme()
+	}
+	if scheme != "uring" {
+		d, _ := fileDev(b, size, true)
+		return d
+	}
+	return uringDev(b, size)
+}
+
 func benchTarget(b *testing.B, backend, kind string) blockdev.Device {
 	b.Helper()
 	var dev blockdev.Device
@@ -83,7 +99,7 @@ func benchTarget(b *testing.B, backend, kind string) blockdev.Device {
 		if kind != "raw" && kind != "rawz" {
 			size = benchSpan + 64<<20
 		}
-		dev, _ = fileDev(b, size, true)
+		dev = benchFileDev(b, size)
 	case "malloc":
 		m, err := blockdev.NewMalloc("bench", benchSpan+64<<20, 4096)
 		if err != nil {
