@@ -33,7 +33,7 @@ rebuilt while the volume stays in use.`,
 // newNexusChildCmds returns the child verbs (add, remove, fault, offline, online).
 func newNexusChildCmds(g *globals) []*cobra.Command {
 	return []*cobra.Command{
-		newNexusChildCmd(g, "add", "Add a child and rebuild it"),
+		newNexusChildCmd(g, "add", "Add a child and rebuild it (--norebuild: add it out of sync, rebuild later)"),
 		newNexusChildCmd(g, "remove", "Remove a child (never the last healthy one)"),
 		newNexusChildCmd(g, "fault", "Fault a child (it is no longer read or written)"),
 		newNexusChildCmd(g, "offline", "Take a child offline; writes it misses are logged"),
@@ -47,7 +47,8 @@ func newNexusChildGroup(g *globals) *cobra.Command {
 		Use:   "child",
 		Short: "Add, remove, fault, offline or online a child of a nexus",
 		Example: "  kura nexus child add vol1 bdev:///r3\n  kura nexus child offline vol1 bdev:///r2\n" +
-			"  kura nexus child online vol1 bdev:///r2    # partial rebuild of what it missed",
+			"  kura nexus child online vol1 bdev:///r2    # partial rebuild of what it missed\n" +
+			"  kura nexus child add vol1 bdev:///r4 --norebuild && kura rebuild start vol1 bdev:///r4",
 	}
 	cmd.AddCommand(newNexusChildCmds(g)...)
 	return cmd
@@ -209,7 +210,8 @@ func newNexusPublishCmd(g *globals) *cobra.Command {
 }
 
 func newNexusChildCmd(g *globals, verb, short string) *cobra.Command {
-	return &cobra.Command{
+	var norebuild bool
+	cmd := &cobra.Command{
 		Use:   verb + " NAME CHILD",
 		Short: short,
 		Args:  exactArgs("NAME", "CHILD"),
@@ -219,7 +221,7 @@ func newNexusChildCmd(g *globals, verb, short string) *cobra.Command {
 				var err error
 				switch verb {
 				case "add":
-					_, err = c.nexus.AddChild(ctx, &enginev1.AddChildRequest{Nexus: args[0], Uri: args[1]})
+					_, err = c.nexus.AddChild(ctx, &enginev1.AddChildRequest{Nexus: args[0], Uri: args[1], Norebuild: norebuild})
 				case "remove":
 					_, err = c.nexus.RemoveChild(ctx, &enginev1.RemoveChildRequest{Nexus: args[0], Uri: args[1]})
 				case "fault":
@@ -233,9 +235,21 @@ func newNexusChildCmd(g *globals, verb, short string) *cobra.Command {
 			})
 		},
 	}
+	if verb == "add" {
+		cmd.Long = `Add a child to a nexus. By default a full rebuild onto it starts at once and
+it becomes online when the rebuild completes.
+
+With --norebuild the child is added out of sync: it gets no reads and no
+writes, does not count as healthy (the nexus is degraded), and is recorded so
+in the nexus info, so it stays out of sync across an engine restart. Start its
+(full) rebuild later with "kura rebuild start NEXUS CHILD".`
+		cmd.Flags().BoolVar(&norebuild, "norebuild", false, "add the child out of sync without starting a rebuild (start it with kura rebuild start)")
+	}
+	return cmd
 }
 
-// enumLabel turns NEXUS_STATE_ONLINE into "online".
+// enumLabel turns NEXUS_STATE_ONLINE into "online" and
+// CHILD_STATE_OUT_OF_SYNC into "out-of-sync".
 func enumLabel(s, prefix string) string {
-	return strings.ToLower(strings.TrimPrefix(s, prefix))
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s, prefix)), "_", "-")
 }

@@ -16,6 +16,7 @@ func newRebuildCmd(g *globals) *cobra.Command {
 		Short: "Inspect and control nexus child rebuilds",
 	}
 	for _, v := range []struct{ verb, short string }{
+		{"start", "Start the rebuild of a child added with --norebuild (or of a faulted/offline one)"},
 		{"state", "Show the state of the rebuild onto a child"},
 		{"stats", "Show the counters of the rebuild onto a child"},
 		{"progress", "Show the progress (percent) of the rebuild onto a child"},
@@ -70,6 +71,8 @@ func newRebuildOpCmd(g *globals, verb, short string) *cobra.Command {
 					var r *enginev1.RebuildControlResponse
 					var err error
 					switch verb {
+					case "start":
+						r, err = c.rebuild.StartRebuild(ctx, req)
 					case "pause":
 						r, err = c.rebuild.PauseRebuild(ctx, req)
 					case "resume":

@@ -26,10 +26,18 @@ func TestGRPCurl(t *testing.T) {
 	for _, svc := range []string{
 		"grpc.health.v1.Health", "kura.engine.v1.PoolService", "kura.engine.v1.ReplicaService",
 		"kura.engine.v1.BdevService", "kura.engine.v1.HostService", "kura.engine.v1.NexusService",
+		"kura.engine.v1.RebuildService",
 	} {
 		if !strings.Contains(list, svc) {
 			t.Errorf("grpcurl list lacks %s:\n%s", svc, list)
 		}
+	}
+	if out := run(e.grpc, "list", "kura.engine.v1.RebuildService"); !strings.Contains(out, "kura.engine.v1.RebuildService.StartRebuild") {
+		t.Errorf("RebuildService methods lack StartRebuild:\n%s", out)
+	}
+	if out, err := exec.Command(grpcurl, "-plaintext", "-d", `{"nexus": "nope", "uri": "bdev:///r1"}`, e.grpc,
+		"kura.engine.v1.RebuildService/StartRebuild").CombinedOutput(); err == nil || !strings.Contains(string(out), "NotFound") {
+		t.Errorf("StartRebuild on an unknown nexus: %v %s", err, out)
 	}
 	if out := run(e.grpc, "grpc.health.v1.Health/Check"); !strings.Contains(out, `"SERVING"`) {
 		t.Errorf("health: %s", out)

@@ -149,7 +149,7 @@ func (n *Nexus) reopenableLocked(uri string, ev Event) (*child, error) {
 	}
 	out := Step(Input{State: c.state, Event: ev})
 	if out.Err != nil {
-		return nil, fmt.Errorf("nexus %s: %s child %s (%s): %w", n.cfg.Name, ev, uri, c.state, out.Err)
+		return nil, fmt.Errorf("%w: %s", out.Err, uri)
 	}
 	if out.Actions&ActOpenDevice == 0 {
 		return nil, nil
