@@ -6,9 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+
+	"github.com/google/uuid"
 
 	enginev1 "github.com/kura-io/kura/api/engine/v1"
 	"github.com/kura-io/kura/internal/blockdev"
+	"github.com/kura-io/kura/internal/nexus"
+	"github.com/kura-io/kura/internal/nvmetcp"
 	"github.com/kura-io/kura/internal/pool"
 )
 
@@ -135,9 +140,44 @@ func (s *snapshotServer) ListSnapshots(_ context.Context, req *enginev1.ListSnap
 	return resp, nil
 }
 
+// remoteSnapshotter is the snapshot side of an nvmf:// child device
+// (*nvmetcp.Device): the vendor admin commands the target of a Kura
+// replica share answers (replicaSnapshots).
+type remoteSnapshotter interface {
+	CreateSnapshot(ctx context.Context, name, uuid string) error
+	SnapshotInfo(ctx context.Context, uuid string) (nvmetcp.SnapshotInfo, error)
+}
+
+var _ remoteSnapshotter = (*nvmetcp.Device)(nil)
+
+// childSnap is the plan for one healthy child of a nexus snapshot.
+type childSnap struct {
+	uri  string
+	name string // snapshot name: NEXUS-SNAPSHOT-REPLICA
+	// local child (bdev:///REPLICA)
+	pe      *poolEntry
+	replica string
+	existed bool // an earlier identical request already took it
+	// remote child (nvmf://...)
+	remote remoteSnapshotter
+	uuid   string
+	source string // export (replica) name on the remote engine
+}
+
 // CreateNexusSnapshot pauses the nexus (so every child holds the same
-// data), snapshots each child replica of this engine as NAME-REPLICA, and
-// resumes. Nexuses with remote children are refused for now.
+// data), snapshots each healthy child as NAME-REPLICA, and resumes.
+// Children that are replicas of this engine (bdev:///) are snapshotted in
+// their pool; children that are replicas shared over NVMe/TCP by another
+// Kura engine (nvmf://) are snapshotted by their target through the
+// existing connection (vendor admin command, docs/nvmetcp.md). Faulted,
+// offline and rebuilding children are skipped: their data is not current.
+//
+// Everything that can be checked up front is (names, local collisions,
+// whether each child can be snapshotted) before any snapshot is taken.
+// Remote snapshots are taken first, then local ones; on a failure the
+// local snapshots this request created are destroyed again, and remote ones
+// already taken are named in the error (repeating the request reuses
+// them: the remote UUID is derived from nexus, name and child).
 func (s *snapshotServer) CreateNexusSnapshot(ctx context.Context, req *enginev1.CreateNexusSnapshotRequest) (*enginev1.CreateNexusSnapshotResponse, error) {
 	e := s.e
 	if err := checkName("snapshot", req.GetName()); err != nil {
@@ -149,35 +189,193 @@ func (s *snapshotServer) CreateNexusSnapshot(ctx context.Context, req *enginev1.
 	if err != nil {
 		return nil, err
 	}
-	type target struct {
-		pe      *poolEntry
-		replica string
-	}
-	var targets []target
-	for _, c := range ne.n.Status().Children {
-		u, err := blockdev.ParseURI(c.URI)
-		if err != nil || (u.Scheme != "bdev" && u.Scheme != "loopback") {
-			return nil, fmt.Errorf("nexus %q: child %q is not a replica of this engine: %w", ne.rec.Name, c.URI, ErrUnimplemented)
-		}
-		pe, r, err := e.findReplica("", strings.Trim(u.Host+u.Path, "/"))
-		if err != nil {
-			return nil, fmt.Errorf("nexus %q: child %q: %w", ne.rec.Name, c.URI, err)
-		}
-		targets = append(targets, target{pe, r.Info().Name})
-	}
 	// Pause waits for in-flight I/O; every acknowledged write is then on
-	// every child, and the pool snapshot is crash-consistent per replica.
+	// every healthy child, and each snapshot is crash-consistent. The
+	// child set is read while paused (admin changes need opMu, held here).
 	if err := ne.n.Pause(ctx); err != nil {
 		return nil, fmt.Errorf("nexus %q: pause: %w", ne.rec.Name, err)
 	}
-	defer ne.n.Resume()
-	resp := &enginev1.CreateNexusSnapshotResponse{}
-	for _, t := range targets {
-		si, err := e.snapshotReplicaLocked(ctx, t.pe, t.replica, req.GetName()+"-"+t.replica, "")
-		if err != nil {
-			return nil, err
+	resume := sync.OnceFunc(ne.n.Resume)
+	defer resume()
+	plan, err := e.planNexusSnapshot(ne, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	var remoteTaken []string
+	var localTaken []*childSnap
+	fail := func(err error) error {
+		rctx := context.WithoutCancel(ctx)
+		for _, c := range localTaken {
+			if derr := c.pe.p.DestroySnapshot(rctx, c.name, false); derr != nil {
+				e.log.Warn("nexus snapshot: roll back local snapshot", "nexus", ne.rec.Name, "snapshot", c.name, "err", derr)
+			}
 		}
-		resp.Snapshots = append(resp.Snapshots, si)
+		if len(remoteTaken) > 0 {
+			err = fmt.Errorf("%w (taken and left on remote replicas: %s; repeating the request reuses them)", err, strings.Join(remoteTaken, ", "))
+		}
+		return err
+	}
+	for _, c := range plan {
+		if c.remote == nil {
+			continue
+		}
+		if err := c.remote.CreateSnapshot(ctx, c.name, c.uuid); err != nil {
+			return nil, fail(fmt.Errorf("nexus %q: child %s: %w", ne.rec.Name, c.uri, err))
+		}
+		remoteTaken = append(remoteTaken, c.name+" on "+c.uri)
+	}
+	for _, c := range plan {
+		if c.remote != nil {
+			continue
+		}
+		if _, err := c.pe.p.CreateSnapshot(ctx, c.replica, c.name, ""); err != nil {
+			return nil, fail(fmt.Errorf("nexus %q: snapshot %q of replica %q: %w", ne.rec.Name, c.name, c.replica, err))
+		}
+		if !c.existed {
+			localTaken = append(localTaken, c)
+		}
+	}
+	resume()
+	e.log.Info("nexus snapshot created", "nexus", ne.rec.Name, "snapshot", req.GetName(), "children", len(plan))
+	resp := &enginev1.CreateNexusSnapshotResponse{}
+	for _, c := range plan {
+		resp.Snapshots = append(resp.Snapshots, e.childSnapInfo(ctx, ne, c))
 	}
 	return resp, nil
+}
+
+// planNexusSnapshot checks every healthy child of a paused nexus and
+// returns what to snapshot.
+func (e *Engine) planNexusSnapshot(ne *nexusEntry, name string) ([]*childSnap, error) {
+	var plan []*childSnap
+	for _, c := range ne.n.Status().Children {
+		if c.State != nexus.ChildOpen {
+			e.log.Info("nexus snapshot skips a child that is not healthy", "nexus", ne.rec.Name, "child", c.URI, "state", c.State.String())
+			continue
+		}
+		u, err := blockdev.ParseURI(c.URI)
+		if err != nil {
+			return nil, fmt.Errorf("nexus %q: child %q: %w", ne.rec.Name, c.URI, err)
+		}
+		cs := &childSnap{uri: c.URI}
+		if u.Scheme == "bdev" || u.Scheme == "loopback" {
+			pe, r, err := e.findReplica("", strings.Trim(u.Host+u.Path, "/"))
+			if err != nil {
+				return nil, fmt.Errorf("nexus %q: child %q: %w", ne.rec.Name, c.URI, err)
+			}
+			cs.pe, cs.replica = pe, r.Info().Name
+			cs.name = name + "-" + cs.replica
+			if err := checkName("snapshot", cs.name); err != nil {
+				return nil, fmt.Errorf("nexus %q: child %q: %w", ne.rec.Name, c.URI, err)
+			}
+			if si, err := e.findSnapshotInfo(pe, cs.name); err == nil {
+				if si.Source != cs.replica || si.Name != cs.name {
+					return nil, fmt.Errorf("nexus %q: snapshot %q %w in pool %q (source %q)", ne.rec.Name, cs.name, ErrExists, pe.name, si.Source)
+				}
+				cs.existed = true
+			}
+			plan = append(plan, cs)
+			continue
+		}
+		dev, err := ne.n.ChildDevice(c.URI)
+		if err != nil {
+			return nil, fmt.Errorf("nexus %q: child %q: %w", ne.rec.Name, c.URI, err)
+		}
+		rs, ok := dev.(remoteSnapshotter)
+		if !ok {
+			return nil, fmt.Errorf("nexus %q: child %q cannot be snapshotted (only replicas of this engine, bdev:///NAME, and replicas shared over NVMe/TCP by a Kura engine, nvmf://, can): %w",
+				ne.rec.Name, c.URI, ErrUnimplemented)
+		}
+		cfg, err := nvmetcp.ParseURI(c.URI)
+		if err != nil {
+			return nil, fmt.Errorf("nexus %q: child %q: %w", ne.rec.Name, c.URI, err)
+		}
+		cs.remote = rs
+		cs.source = strings.TrimPrefix(cfg.SubNQN, nvmetcp.KuraNQNPrefix)
+		cs.name = name + "-" + cs.source
+		if err := checkName("snapshot", cs.name); err != nil {
+			return nil, fmt.Errorf("nexus %q: child %q: %w", ne.rec.Name, c.URI, err)
+		}
+		// Derived, so that repeating the request is idempotent on the
+		// remote pool while another nexus' snapshot of the same name is a
+		// collision.
+		cs.uuid = uuid.NewSHA1(nexusSnapNS, []byte(ne.rec.UUID+"\x00"+cs.name+"\x00"+cfg.SubNQN)).String()
+		plan = append(plan, cs)
+	}
+	if len(plan) == 0 {
+		return nil, fmt.Errorf("nexus %q: %w", ne.rec.Name, nexus.ErrNoHealthy)
+	}
+	return plan, nil
+}
+
+// nexusSnapNS is the UUID namespace of remote nexus-snapshot UUIDs.
+var nexusSnapNS = uuid.MustParse("6b757261-6e78-5305-8e9b-7a0c1d2e3f40")
+
+// childSnapInfo describes the snapshot taken of one child for the response.
+func (e *Engine) childSnapInfo(ctx context.Context, ne *nexusEntry, c *childSnap) *enginev1.Snapshot {
+	if c.remote == nil {
+		if si, err := e.findSnapshotInfo(c.pe, c.name); err == nil {
+			return snapshotInfo(c.pe.name, si)
+		}
+		return &enginev1.Snapshot{Pool: c.pe.name, Name: c.name, Source: c.replica}
+	}
+	si, err := c.remote.SnapshotInfo(ctx, c.uuid)
+	if err != nil {
+		e.log.Warn("nexus snapshot: describe remote snapshot", "nexus", ne.rec.Name, "child", c.uri, "err", err)
+		return &enginev1.Snapshot{Name: c.name, Uuid: c.uuid, Source: c.source, Size: uint64(ne.n.Size())}
+	}
+	return &enginev1.Snapshot{
+		Pool: si.Pool, Name: si.Name, Uuid: si.UUID, Source: si.Source, Size: si.Size,
+		Allocated: si.Exclusive, Referenced: si.Referenced, CreateTimeUnixNano: si.Created.UnixNano(),
+	}
+}
+
+// replicaSnapshots is the snapshot hook of a replica shared over NVMe/TCP:
+// a connected host that may write the replica (a nexus on another engine)
+// snapshots it in its pool. It does not take opMu: the hook runs while the
+// host's engine may hold its own opMu waiting for this answer (two engines
+// snapshotting nexuses over each other's replicas, or a nexus over its own
+// engine's share), and the pool serializes its metadata changes itself.
+type replicaSnapshots struct {
+	e       *Engine
+	pool    string
+	replica string
+}
+
+func (h *replicaSnapshots) CreateSnapshot(ctx context.Context, name, id string) error {
+	if err := checkName("snapshot", name); err != nil {
+		return fmt.Errorf("%w: %w", nvmetcp.ErrSnapshotInvalid, err)
+	}
+	pe, r, err := h.e.findReplica(h.pool, h.replica)
+	if err != nil {
+		return err
+	}
+	replica := r.Info().Name
+	if _, err := pe.p.CreateSnapshot(ctx, replica, name, id); err != nil {
+		switch {
+		case errors.Is(err, pool.ErrExists):
+			err = fmt.Errorf("%w: %w", nvmetcp.ErrSnapshotExists, err)
+		case errors.Is(err, pool.ErrInvalidArgument):
+			err = fmt.Errorf("%w: %w", nvmetcp.ErrSnapshotInvalid, err)
+		}
+		return err
+	}
+	h.e.log.Info("snapshot created for a remote host", "pool", pe.name, "replica", replica, "snapshot", name, "uuid", id)
+	return nil
+}
+
+// SnapshotInfo describes a snapshot of this replica (only: a host of one
+// replica learns nothing about other snapshots in the pool).
+func (h *replicaSnapshots) SnapshotInfo(_ context.Context, id string) (nvmetcp.SnapshotInfo, error) {
+	pe, r, err := h.e.findReplica(h.pool, h.replica)
+	if err != nil {
+		return nvmetcp.SnapshotInfo{}, err
+	}
+	for _, si := range pe.p.Snapshots() {
+		if si.UUID == id && si.Source == r.Info().Name {
+			return nvmetcp.SnapshotInfo{Pool: pe.name, Name: si.Name, UUID: si.UUID, Source: si.Source, Size: uint64(si.Size),
+				Referenced: uint64(si.ReferencedBytes), Exclusive: uint64(si.ExclusiveBytes), Created: si.Created}, nil
+		}
+	}
+	return nvmetcp.SnapshotInfo{}, fmt.Errorf("%w: %s of replica %s", nvmetcp.ErrSnapshotNotFound, id, r.Info().Name)
 }
