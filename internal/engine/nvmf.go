@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -23,9 +24,15 @@ type nvmfTarget struct {
 }
 
 func (n *nvmfTarget) start(ctx context.Context, e *Engine) error {
+	// Reservations are persisted there; without the directory every
+	// reservation command failed with Internal Error.
+	stateDir := filepath.Join(e.cfg.DataDir, "nvmf")
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return err
+	}
 	t, err := nvmetcp.NewTarget(nvmetcp.TargetConfig{
 		ListenAddr: e.cfg.NVMeAddr,
-		StateDir:   filepath.Join(e.cfg.DataDir, "nvmf"),
+		StateDir:   stateDir,
 		Logger:     e.cfg.Logger,
 	})
 	if err != nil {
