@@ -19,6 +19,7 @@ import (
 // nqn.2019-05.io.kura:<export name>.
 type nvmfTarget struct {
 	t    *nvmetcp.Target
+	e    *Engine
 	host string
 	port int
 }
@@ -41,7 +42,7 @@ func (n *nvmfTarget) start(ctx context.Context, e *Engine) error {
 	if err := t.Start(ctx); err != nil {
 		return err
 	}
-	n.t = t
+	n.t, n.e = t, e
 	n.host, n.port = advertise(t.Addr())
 	return nil
 }
@@ -72,6 +73,9 @@ func (n *nvmfTarget) add(name string, dev blockdev.Device, rec shareRecord) (str
 		Device:       dev,
 		AllowedHosts: rec.AllowedHosts,
 		AllowAnyHost: rec.AllowAnyHost,
+	}
+	if rec.Kind == "replica" {
+		cfg.Snapshots = &replicaSnapshots{e: n.e, pool: rec.Pool, replica: rec.Name}
 	}
 	if id, err := uuid.Parse(rec.Name); err == nil {
 		cfg.UUID = id
