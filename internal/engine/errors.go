@@ -54,6 +54,7 @@ var codeTable = []struct {
 	{nbd.ErrExportNotFound, codes.NotFound},
 	{nvmetcp.ErrNotFound, codes.NotFound},
 	{nexus.ErrChildNotFound, codes.NotFound},
+	{nvmetcp.ErrSnapshotNotFound, codes.NotFound},
 	{nexus.ErrNoRebuild, codes.NotFound},
 	{fs.ErrNotExist, codes.NotFound},
 
@@ -62,6 +63,7 @@ var codeTable = []struct {
 	{nbd.ErrExportExists, codes.AlreadyExists},
 	{nvmetcp.ErrExists, codes.AlreadyExists},
 	{nexus.ErrChildExists, codes.AlreadyExists},
+	{nvmetcp.ErrSnapshotExists, codes.AlreadyExists},
 
 	{ErrInvalidArgument, codes.InvalidArgument},
 	{pool.ErrInvalidArgument, codes.InvalidArgument},
@@ -73,6 +75,7 @@ var codeTable = []struct {
 	{nvme.ErrInvalidNQN, codes.InvalidArgument},
 	{nvmetcp.ErrInvalidConfig, codes.InvalidArgument},
 	{nexus.ErrConfig, codes.InvalidArgument},
+	{nvmetcp.ErrSnapshotInvalid, codes.InvalidArgument},
 
 	{pool.ErrNoSpace, codes.ResourceExhausted},
 	{blockdev.ErrNoSpace, codes.ResourceExhausted},
@@ -87,11 +90,13 @@ var codeTable = []struct {
 	{nexus.ErrInvalidState, codes.FailedPrecondition},
 	{nexus.ErrShutdown, codes.FailedPrecondition},
 	{blockdev.ErrReadOnly, codes.FailedPrecondition},
+	{nvmetcp.ErrSnapshotDenied, codes.FailedPrecondition},
 	{fs.ErrPermission, codes.PermissionDenied},
 
 	{pool.ErrCorrupt, codes.DataLoss},
 
 	{ErrUnimplemented, codes.Unimplemented},
+	{nvmetcp.ErrSnapshotUnsupported, codes.Unimplemented},
 	{ErrUnavailable, codes.Unavailable},
 	{nexus.ErrNoHealthy, codes.Unavailable},
 	{nbd.ErrServerClosed, codes.Unavailable},
