@@ -51,6 +51,16 @@ func (g *gate) enter() error {
 	}
 }
 
+// tryEnter admits one I/O only if the gate is open, never waiting.
+func (g *gate) tryEnter() bool {
+	g.inflight.Add(1)
+	if g.state.Load() == gateOpen {
+		return true
+	}
+	g.exit()
+	return false
+}
+
 // exit ends an I/O admitted by enter.
 func (g *gate) exit() {
 	if g.inflight.Add(-1) == 0 && g.state.Load() != gateOpen {

@@ -96,7 +96,7 @@ func (in *instance) submit(s *subOp) error {
 // started nothing, for other sub-ops or when the device declines; the
 // caller then submits s to the workers. The caller calls the device's
 // Submit after starting the request's sub-ops.
-func (in *instance) startAsync(s *subOp) bool {
+func (in *instance) startAsync(s *subOp, cb blockdev.IOCompletion) bool {
 	r := s.r
 	if in.async == nil || (r.kind != opRead && r.kind != opWrite) {
 		return false
@@ -107,15 +107,16 @@ func (in *instance) startAsync(s *subOp) bool {
 		return false
 	}
 	in.outstanding.Add(1)
-	if !in.async.StartQueued(r.kind == opWrite, s.buf, r.off, s) {
+	if !in.async.StartQueued(r.kind == opWrite, s.buf, r.off, cb) {
 		in.outstanding.Add(-1)
 		return false
 	}
 	return true
 }
 
-// IODone completes an asynchronous sub-op (blockdev.IOCompletion). A
-// timed-out (abandoned) sub-op ignores it, as a late worker result.
+// IODone completes a sub-op of a synchronous request that its device ran
+// asynchronously (blockdev.IOCompletion). A timed-out (abandoned) sub-op
+// ignores it, as a late worker result.
 func (s *subOp) IODone(n int, err error) {
 	s.inst.outstanding.Add(-1) // before complete: the caller may read the counter next
 	s.complete(err)

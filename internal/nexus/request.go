@@ -46,6 +46,23 @@ type request struct {
 	timer     *time.Timer
 	subs      []subOp
 	bounce    []byte // data buffer handed to children; abandoned with the request on timeout
+
+	// Asynchronous requests (Nexus.StartQueued, async.go); cb is nil for
+	// synchronous ones. Set before any sub-op starts.
+	nx    *Nexus
+	cb    blockdev.IOCompletion
+	user  []byte // the caller's buffer
+	nh    int    // healthy children at start (settle)
+	reuse bool   // may go back to the pool once pend reaches 0 (set by the deliverer)
+	// fin is won by whoever delivers the result: the last completion or
+	// the timeout.
+	fin atomic.Bool
+	// pend counts the child IOFlush calls still due, plus one until the
+	// result (IODone and IOFlush) has been delivered; at 0 nothing refers
+	// to the request any more.
+	pend    atomic.Int32
+	flushBy atomic.Pointer[subOp] // the sub-op whose IOFlush delivers the caller's
+	atimer  *time.Timer           // AfterFunc(onTimeout), created on first asynchronous use
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -62,6 +79,7 @@ func getRequest(kind opKind, off, n int64) *request {
 }
 
 func putRequest(r *request) {
+	r.nx, r.cb, r.user = nil, nil, nil
 	for i := range r.subs {
 		r.subs[i] = subOp{}
 	}
@@ -102,7 +120,7 @@ func (r *request) run(timeout time.Duration, inline bool) (abandoned bool) {
 	async := 0
 	for i := range queued {
 		s := &r.subs[i]
-		if s.inst.startAsync(s) {
+		if s.inst.startAsync(s, s) {
 			async++
 			continue
 		}
@@ -159,7 +177,11 @@ func (r *request) run(timeout time.Duration, inline bool) (abandoned bool) {
 
 // complete records a sub-op result unless it was abandoned. err is
 // written before the state CAS so a reader that observes subDone sees it.
-func (s *subOp) complete(err error) {
+func (s *subOp) complete(err error) { s.finish(err, false) }
+
+// finish is complete; fromDevice says the result came from an
+// asynchronous device, which calls the sub-op's IOFlush next.
+func (s *subOp) finish(err error, fromDevice bool) {
 	r := s.r
 	if s.state.Load() != subPending {
 		return
@@ -169,6 +191,10 @@ func (s *subOp) complete(err error) {
 		return
 	}
 	if r.remaining.Add(-1) == 0 {
+		if r.cb != nil {
+			r.asyncDone(s, fromDevice)
+			return
+		}
 		r.done <- struct{}{}
 	}
 }
