@@ -163,6 +163,15 @@ func (x *Nexus) Children() []Child {
 // background.
 func (x *Nexus) AddChild(ctx context.Context, uri string) error { return x.n.AddChild(ctx, uri) }
 
+// AddChildNoRebuild adds a device out of sync: it takes no I/O and is not
+// trusted until StartRebuild copies the volume onto it.
+func (x *Nexus) AddChildNoRebuild(ctx context.Context, uri string) error {
+	return x.n.AddChildNoRebuild(ctx, uri)
+}
+
+// StartRebuild starts rebuilding an out-of-sync, faulted or offline child.
+func (x *Nexus) StartRebuild(ctx context.Context, uri string) error { return x.n.StartRebuild(ctx, uri) }
+
 // RemoveChild removes a child (never the last healthy one).
 func (x *Nexus) RemoveChild(ctx context.Context, uri string) error { return x.n.RemoveChild(ctx, uri) }
 
