@@ -89,13 +89,17 @@ func (e *Engine) openLocal(_ context.Context, u *url.URL) (blockdev.Device, erro
 	e.mu.Lock()
 	e.mu.refs[key]++
 	e.mu.Unlock()
-	return &borrowed{Device: dev, release: func() {
+	b := &borrowed{Device: dev, release: func() {
 		e.mu.Lock()
 		if e.mu.refs[key]--; e.mu.refs[key] <= 0 {
 			delete(e.mu.refs, key)
 		}
 		e.mu.Unlock()
-	}}, nil
+	}}
+	if a, ok := dev.(blockdev.Async); ok {
+		return &borrowedAsync{borrowed: b, a: a}, nil
+	}
+	return b, nil
 }
 
 // lookupLocal finds a bdev or replica by name (replicas also by UUID).
@@ -179,6 +183,22 @@ func (b *borrowed) Allocated(off, length int64) (bool, error) {
 	}
 	return true, nil
 }
+
+// borrowedAsync is a borrowed handle on a device with the asynchronous
+// fast path (a pool replica on io_uring), which it keeps: a nexus over
+// local replicas starts their I/O without worker hand-offs.
+type borrowedAsync struct {
+	*borrowed
+	a blockdev.Async
+}
+
+// StartQueued forwards to the device while the handle is open.
+func (b *borrowedAsync) StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool {
+	return !b.closed.Load() && b.a.StartQueued(write, p, off, cb)
+}
+
+// Submit forwards to the device.
+func (b *borrowedAsync) Submit() { b.a.Submit() }
 
 func (b *borrowed) Close() error {
 	if b.closed.Swap(true) {
