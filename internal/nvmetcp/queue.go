@@ -45,9 +45,11 @@ type deadlineReader struct {
 	c       net.Conn
 	idle    bool
 	armedAt time.Time
+	as      *asyncIO // its queued operations are submitted before reading
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
+	r.as.submit()
 	if r.idle {
 		if !r.armedAt.IsZero() {
 			r.c.SetReadDeadline(time.Time{})
@@ -98,6 +100,7 @@ type queue struct {
 	idle     atomic.Int32
 	inflight atomic.Int32
 	wwg      sync.WaitGroup
+	as       asyncIO // asynchronous Read/Write path (async.go)
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when serve has torn the queue down
@@ -105,7 +108,7 @@ type queue struct {
 
 func newQueue(t *Target, c net.Conn) *queue {
 	q := &queue{t: t, conn: c, done: make(chan struct{})}
-	q.rd.c = c
+	q.rd.c, q.rd.as = c, &q.as
 	q.br = bufio.NewReaderSize(&q.rd, 64<<10)
 	q.dec = NewDecoder(q.br, true, Limits{MaxICD: maxICD, MaxH2CData: maxTransfer})
 	q.out = newBatchWriter(c)
@@ -200,6 +203,7 @@ func (q *queue) serve() {
 	q.dmu.Unlock()
 	close(q.work)
 	q.wwg.Wait()
+	q.as.stop()
 	if c := q.ctrl; c != nil {
 		if q.qid == 0 {
 			c.destroy("admin queue closed")
@@ -268,6 +272,7 @@ func (q *queue) onCapsule() error {
 		s.status = st | nvme.StatusDNR
 		s.xfer = 0
 		q.inflight.Add(1)
+		q.as.submit()
 		q.complete(s)
 		return nil
 	}
@@ -303,6 +308,7 @@ func (q *queue) onCapsule() error {
 
 // sendR2T asks the host for the data of s (one R2T for all of it).
 func (q *queue) sendR2T(s *slot) error {
+	q.as.submit()
 	s.waitingH2C.Store(true)
 	q.out.mu.Lock()
 	err := q.enc.WriteR2T(R2T{CCCID: s.sqe.CID, TTag: s.idx, R2TO: 0, R2TL: s.xfer})
@@ -447,7 +453,11 @@ func (q *queue) ready(s *slot) error {
 		return nil
 	}
 	if q.qid == 0 || (q.inflight.Load() == 1 && q.br.Buffered() == 0) {
+		q.as.submit()
 		q.exec(s)
+		return nil
+	}
+	if q.startAsync(s) {
 		return nil
 	}
 	if q.idle.Load() == 0 && q.nworkers < q.t.cfg.WorkersPerQueue {
@@ -506,6 +516,16 @@ func (q *queue) exec(s *slot) {
 // burst of completions leaves in one write.
 func (q *queue) complete(s *slot) {
 	q.out.mu.Lock()
+	q.writeCompletion(s)
+	q.flushLocked()
+	q.out.mu.Unlock()
+	q.release(s)
+	q.inflight.Add(-1)
+}
+
+// writeCompletion appends s's data (if any) and response capsule to the
+// queue's writer and advances the SQ head. Caller holds out.mu.
+func (q *queue) writeCompletion(s *slot) {
 	if q.werr == nil {
 		var err error
 		// With SQ flow control disabled, a successful read ends with
@@ -525,15 +545,19 @@ func (q *queue) complete(s *slot) {
 		if err == nil && !success {
 			err = q.enc.WriteCapsuleResp(&cqe)
 		}
-		if err == nil {
-			err = q.enc.Flush()
-		}
 		if err != nil {
 			q.werr = err
 			q.shutdown()
 		}
 	}
-	q.out.mu.Unlock()
-	q.release(s)
-	q.inflight.Add(-1)
+}
+
+// flushLocked writes out what writeCompletion appended. Caller holds out.mu.
+func (q *queue) flushLocked() {
+	if q.werr == nil {
+		if err := q.enc.Flush(); err != nil {
+			q.werr = err
+			q.shutdown()
+		}
+	}
 }

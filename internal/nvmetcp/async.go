@@ -1,0 +1,177 @@
+package nvmetcp
+
+import (
+	"sync"
+
+	"github.com/kura-io/kura/internal/blockdev"
+	"github.com/kura-io/kura/internal/nvme"
+)
+
+// asyncIO is an I/O queue's asynchronous data path, used when the
+// namespace's device implements blockdev.Async. The reader starts plain
+// reads and writes with StartQueued and goes straight back to the socket;
+// it calls Submit before it could block (deadlineReader.Read, inline
+// execution, R2T), so the commands that arrived together reach the device
+// together. The device's reaping goroutine reports each completion to the
+// slot (IODone, IOFlush), and the queue's completer goroutine answers a
+// batch of them with one socket write. No worker goroutine is involved.
+//
+// Ownership: dev, probed, queued and running belong to the reader. The
+// completer is started by the reader on first use and stopped by the
+// reader's teardown (stop), after every started operation has reported.
+type asyncIO struct {
+	dev     blockdev.Async // the namespace's device, if it is Async (after probe)
+	probed  bool
+	queued  bool // operations started but not yet submitted
+	running bool // the completer goroutine runs
+
+	mu      sync.Mutex // guards doneQ
+	doneQ   []*slot    // finished operations not yet taken by the completer
+	doneBuf []*slot    // the completer's half of the double buffer
+	wake    chan struct{}
+	end     chan struct{}  // closed when the completer has exited
+	wg      sync.WaitGroup // started operations whose IOFlush has not run
+}
+
+// fuaBit is the Force Unit Access bit of Read/Write CDW12.
+const fuaBit = 1 << 30
+
+// startAsync starts s (an I/O queue command whose data has arrived) on the
+// device without waiting, when it is a plain Read or Write that passes the
+// checks execIO makes (NSID, ANA state, LBA range, reservation, transfer
+// length) and the device accepts it. It returns false when s must take the
+// synchronous path, which then also produces the status of a failed check.
+// Reader only; inflight is already counted for s.
+func (q *queue) startAsync(s *slot) bool {
+	sq := &s.sqe
+	if sq.Opcode != nvme.IORead && sq.Opcode != nvme.IOWrite || sq.CDW12&fuaBit != 0 || sq.NSID != 1 {
+		return false
+	}
+	a := &q.as
+	if !a.probed {
+		a.probed = true
+		a.dev, _ = q.ctrl.s.dev.(blockdev.Async)
+	}
+	if a.dev == nil {
+		return false
+	}
+	c := q.ctrl
+	sub := c.s
+	if sub.anaStatus() != nvme.StatusSuccess {
+		return false
+	}
+	slba, nlb := sq.SLBA(), uint64(sq.NLB())
+	if slba >= sub.nsze || nlb > sub.nsze-slba || s.xfer != uint32(nlb<<sub.lbaShift) || len(s.buf) != int(s.xfer) {
+		return false
+	}
+	write := sq.Opcode == nvme.IOWrite
+	if !sub.resv.allowed(c.hostID, write) {
+		return false
+	}
+	if !a.running {
+		a.start(len(q.slots))
+		go q.completer()
+	}
+	a.wg.Add(1)
+	if !a.dev.StartQueued(write, s.buf, int64(slba<<sub.lbaShift), s) {
+		a.wg.Done()
+		return false
+	}
+	a.queued = true
+	return true
+}
+
+// start prepares the completion lists for n slots. Reader only.
+func (a *asyncIO) start(n int) {
+	a.running = true
+	a.doneQ = make([]*slot, 0, n)
+	a.doneBuf = make([]*slot, 0, n)
+	a.wake = make(chan struct{}, 1)
+	a.end = make(chan struct{})
+}
+
+// submit hands the operations the reader started to the device. Reader
+// only; called before anything that may block.
+func (a *asyncIO) submit() {
+	if a.queued {
+		a.queued = false
+		a.dev.Submit()
+	}
+}
+
+// stop waits until every started operation has reported, then stops the
+// completer once it has answered them. Called by the reader's teardown:
+// afterwards no device I/O uses the queue's slots or buffers.
+func (a *asyncIO) stop() {
+	a.submit()
+	a.wg.Wait()
+	if a.running {
+		a.running = false
+		close(a.wake) // every IOFlush has run: nothing sends any more
+		<-a.end
+	}
+}
+
+// IODone records the result of s's asynchronous Read or Write
+// (blockdev.IOCompletion). It runs on the device's reaping goroutine, so it
+// only queues s for the completer: a host that stops reading must not
+// stall the device for its other users.
+func (s *slot) IODone(n int, err error) {
+	switch {
+	case err != nil:
+		s.status = ioStatus(err, s.sqe.Opcode == nvme.IOWrite)
+	case s.sqe.Opcode == nvme.IORead:
+		s.c2h = s.xfer
+	}
+	a := &s.q.as
+	a.mu.Lock()
+	a.doneQ = append(a.doneQ, s) // within capacity: one entry per slot at most
+	a.mu.Unlock()
+}
+
+// IOFlush wakes the completer after the device delivered a batch of
+// completions (blockdev.IOCompletion). s may already be reused by then;
+// only its queue is used.
+func (s *slot) IOFlush() {
+	a := &s.q.as
+	select {
+	case a.wake <- struct{}{}:
+	default: // a wake-up is pending
+	}
+	a.wg.Done()
+}
+
+// completer answers finished asynchronous commands in batches until stop
+// closes wake.
+func (q *queue) completer() {
+	a := &q.as
+	defer close(a.end)
+	for range a.wake {
+		for {
+			a.mu.Lock()
+			batch := a.doneQ
+			a.doneQ, a.doneBuf = a.doneBuf[:0], batch
+			a.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			q.completeBatch(batch)
+		}
+	}
+}
+
+// completeBatch sends the data and responses of finished commands with one
+// flush, then frees their slots.
+func (q *queue) completeBatch(batch []*slot) {
+	q.out.mu.Lock()
+	for _, s := range batch {
+		q.writeCompletion(s)
+	}
+	q.flushLocked()
+	q.out.mu.Unlock()
+	for i, s := range batch {
+		batch[i] = nil
+		q.release(s)
+		q.inflight.Add(-1)
+	}
+}
