@@ -31,11 +31,11 @@ type fakeAsync struct {
 	badOff, badEnd int64
 	hold           chan struct{}
 
-	mu       sync.Mutex // guards queued
-	queued   []fakeOp
-	sub      chan []fakeOp // submitted batches, to the device goroutine
-	stop     chan struct{}
-	end      chan struct{}
+	mu        sync.Mutex // guards queued
+	queued    []fakeOp
+	sub       chan []fakeOp // submitted batches, to the device goroutine
+	stop      chan struct{}
+	end       chan struct{}
 	started   atomic.Int64
 	refused   atomic.Int64
 	inflight  atomic.Int64 // started and not yet completed
