@@ -23,32 +23,17 @@ func deviceKey(uri string) (string, error) {
 	}
 	switch u.Scheme {
 	case "aio", "uring", "file":
-		p := u.Path
-		if p == "" {
+		if u.Path == "" {
 			return "", fmt.Errorf("%w %q: no path", blockdev.ErrInvalidURI, uri)
 		}
-		if abs, err := filepath.Abs(p); err == nil {
-			p = abs
+		p, st, err := resolveDisk(u.Path)
+		if err != nil {
+			return "path:" + p, nil
 		}
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			p = real
+		if st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			return fmt.Sprintf("blk:%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))), nil
 		}
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err == nil {
-			if st.Mode&unix.S_IFMT == unix.S_IFBLK {
-				maj, mnr := unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))
-				// A loop device is the same disk as its backing file.
-				if bf := readTrim(fmt.Sprintf("/sys/dev/block/%d:%d/loop/backing_file", maj, mnr)); bf != "" {
-					var bst unix.Stat_t
-					if err := unix.Stat(bf, &bst); err == nil {
-						return fmt.Sprintf("file:%d:%d", bst.Dev, bst.Ino), nil
-					}
-				}
-				return fmt.Sprintf("blk:%d:%d", maj, mnr), nil
-			}
-			return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino), nil
-		}
-		return "path:" + p, nil
+		return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino), nil
 	case "bdev", "loopback":
 		return "local:" + strings.Trim(u.Host+u.Path, "/"), nil
 	default:
@@ -57,6 +42,33 @@ func deviceKey(uri string) (string, error) {
 }
 
 // claim marks key as used by owner. Callers hold e.mu.
+// resolveDisk resolves a disk path (absolute, symlinks followed) and
+// stats it; a loop device resolves to its backing file, which is the same
+// disk.
+func resolveDisk(path string) (string, unix.Stat_t, error) {
+	var st unix.Stat_t
+	p := path
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		p = real
+	}
+	if err := unix.Stat(p, &st); err != nil {
+		return p, st, err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
+		maj, mnr := unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))
+		if bf := readTrim(fmt.Sprintf("/sys/dev/block/%d:%d/loop/backing_file", maj, mnr)); bf != "" {
+			var bst unix.Stat_t
+			if err := unix.Stat(bf, &bst); err == nil {
+				return bf, bst, nil
+			}
+		}
+	}
+	return p, st, nil
+}
+
 func (e *Engine) claimLocked(key, owner, disk string) error {
 	if o, ok := e.mu.claims[key]; ok {
 		return fmt.Errorf("disk %q is %w by %s", disk, ErrInUse, o)

@@ -22,6 +22,7 @@ type poolEntry struct {
 	dev  blockdev.Device
 	p    *pool.Pool // nil when faulted
 	err  error      // why the pool is faulted
+	lock *diskLock  // held while imported (nil for disks without a file)
 }
 
 func (pe *poolEntry) close(log *slog.Logger) {
@@ -35,6 +36,7 @@ func (pe *poolEntry) close(log *slog.Logger) {
 			log.Warn("close pool disk", "pool", pe.name, "err", err)
 		}
 	}
+	pe.lock.unlock()
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$`)
@@ -110,18 +112,25 @@ func (e *Engine) CreatePool(ctx context.Context, name, disk string, clusterSize 
 		e.mu.Unlock()
 	}
 
+	lk, err := lockDisk(disk)
+	if err != nil {
+		unclaim()
+		return nil, err
+	}
 	dev, err := e.reg.Open(ctx, disk)
 	if err != nil {
+		lk.unlock()
 		unclaim()
 		return nil, fmt.Errorf("open disk %q: %w", disk, err)
 	}
 	p, err := pool.Create(ctx, dev, name, pool.CreateOptions{ClusterSize: clusterSize, UUID: uuid})
 	if err != nil {
 		dev.Close()
+		lk.unlock()
 		unclaim()
 		return nil, fmt.Errorf("create pool %q on %q: %w", name, disk, err)
 	}
-	pe := &poolEntry{name: name, uuid: p.UUID(), disk: disk, key: key, dev: dev, p: p}
+	pe := &poolEntry{name: name, uuid: p.UUID(), disk: disk, key: key, dev: dev, p: p, lock: lk}
 	e.mu.Lock()
 	e.mu.pools[name] = pe
 	e.mu.Unlock()
@@ -211,14 +220,21 @@ func (e *Engine) importPoolLocked(ctx context.Context, disk, wantName string) er
 		delete(e.mu.claims, key)
 		e.mu.Unlock()
 	}
+	lk, err := lockDisk(disk)
+	if err != nil {
+		unclaim()
+		return err
+	}
 	dev, err := e.reg.Open(ctx, disk)
 	if err != nil {
+		lk.unlock()
 		unclaim()
 		return fmt.Errorf("open disk %q: %w", disk, err)
 	}
 	p, err := pool.Import(ctx, dev)
 	if err != nil {
 		dev.Close()
+		lk.unlock()
 		unclaim()
 		return fmt.Errorf("import pool from %q: %w", disk, err)
 	}
@@ -226,6 +242,7 @@ func (e *Engine) importPoolLocked(ctx context.Context, disk, wantName string) er
 	fail := func(err error) error {
 		_ = p.Close()
 		dev.Close()
+		lk.unlock()
 		unclaim()
 		return err
 	}
@@ -238,7 +255,7 @@ func (e *Engine) importPoolLocked(ctx context.Context, disk, wantName string) er
 		return fail(fmt.Errorf("pool %q %w (on %s)", name, ErrExists, old.disk))
 	}
 	e.mu.claims[key] = fmt.Sprintf("pool %q", name)
-	e.mu.pools[name] = &poolEntry{name: name, uuid: p.UUID(), disk: disk, key: key, dev: dev, p: p}
+	e.mu.pools[name] = &poolEntry{name: name, uuid: p.UUID(), disk: disk, key: key, dev: dev, p: p, lock: lk}
 	e.mu.Unlock()
 	return nil
 }
@@ -300,6 +317,7 @@ func (e *Engine) removePool(ctx context.Context, name string, destroy bool) erro
 				e.log.Warn("close pool disk", "pool", name, "err", err)
 			}
 		}
+		pe.lock.unlock()
 	} else if destroy {
 		return fmt.Errorf("pool %q is faulted (%v); fix the disk and restart, or export it to forget it: %w", name, pe.err, ErrInUse)
 	}
