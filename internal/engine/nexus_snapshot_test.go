@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -301,4 +304,194 @@ func TestNexusSnapshotRemoteChild(t *testing.T) {
 	}
 	t.Logf("remote bdev child: %v", err)
 	unchanged("remote bdev child")
+}
+
+// TestNexusSnapshotRemoteRollback: a nexus on engine A over a local
+// replica and two replicas of engine B reached over NVMe/TCP. When the
+// second remote child's snapshot fails (its name is taken on B's pool),
+// the snapshot already taken of the first remote child is destroyed again
+// with the Destroy Snapshot vendor command: nothing new is left on either
+// pool, while snapshots an earlier identical request took stay. B's hook
+// destroys only snapshots of the shared replica, never one with clones,
+// and only for a host that may write.
+func TestNexusSnapshotRemoteRollback(t *testing.T) {
+	dir := t.TempDir()
+	a := startEngine(t, filepath.Join(dir, "a"))
+	b := startEngine(t, filepath.Join(dir, "b"))
+	t.Cleanup(a.stop)
+	ctx := ctxT(t)
+	const size = 8 << 20
+	for _, x := range []struct {
+		te       *testEngine
+		pool     string
+		replicas []string
+	}{{a, "pa", []string{"r1"}}, {b, "pb", []string{"r2", "r3", "other"}}} {
+		disk := sparseFile(t, dir, x.pool+".img", 256<<20)
+		if _, err := x.te.pool.CreatePool(ctx, &enginev1.CreatePoolRequest{Name: x.pool, Disks: []string{disk}, ClusterSize: 1 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range x.replicas {
+			if _, err := x.te.replica.CreateReplica(ctx, &enginev1.CreateReplicaRequest{Pool: x.pool, Name: r, Size: size, Thin: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	uris := map[string]string{}
+	for _, r := range []string{"r2", "r3", "other"} {
+		sh, err := b.replica.ShareReplica(ctx, &enginev1.ShareReplicaRequest{Pool: "pb", Name: r, Options: &enginev1.ShareOptions{
+			Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NVMF, AllowedHosts: []string{hostA, hostC}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uris[r] = sh.GetReplica().GetShare().GetUri()
+	}
+	if _, err := a.nexus.CreateNexus(ctx, &enginev1.CreateNexusRequest{Name: "vol", Children: []string{
+		"bdev:///r1", uris["r2"] + "?hostnqn=" + hostA, uris["r3"] + "?hostnqn=" + hostA}}); err != nil {
+		t.Fatal(err)
+	}
+	ne, err := a.e.nexusByName("vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa, pb := testPool(t, a, "pa"), testPool(t, b, "pb")
+	sa := enginev1.NewSnapshotServiceClient(a.conn)
+	sb := enginev1.NewSnapshotServiceClient(b.conn)
+	pattern := make([]byte, 64<<10)
+	for i := range pattern {
+		pattern[i] = byte(i * 7)
+	}
+	if _, err := ne.n.WriteAt(pattern, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// A first snapshot succeeds on all three children.
+	k, err := sa.CreateNexusSnapshot(ctx, &enginev1.CreateNexusSnapshotRequest{Nexus: "vol", Name: "k"})
+	if err != nil || len(k.GetSnapshots()) != 3 {
+		t.Fatalf("first snapshot: %v %v", k, err)
+	}
+	kr2 := k.GetSnapshots()[1].GetUuid()
+
+	wantA, wantB := snapNames(t, pa), snapNames(t, pb)
+	fails := func(what, name string, want codes.Code) {
+		t.Helper()
+		_, err := sa.CreateNexusSnapshot(ctx, &enginev1.CreateNexusSnapshotRequest{Nexus: "vol", Name: name})
+		if status.Code(err) != want {
+			t.Fatalf("%s: %v, want %v", what, err, want)
+		}
+		if strings.Contains(err.Error(), "left behind") {
+			t.Fatalf("%s: rollback incomplete: %v", what, err)
+		}
+		t.Logf("%s: %v", what, err)
+		if ga, gb := snapNames(t, pa), snapNames(t, pb); !slices.Equal(ga, wantA) || !slices.Equal(gb, wantB) {
+			t.Fatalf("%s left snapshots behind: A %v (want %v), B %v (want %v)", what, ga, wantA, gb, wantB)
+		}
+	}
+
+	// The second remote child's name is taken on B's pool by a snapshot of
+	// another replica: r2's snapshot is taken, then rolled back.
+	if _, err := sb.CreateSnapshot(ctx, &enginev1.CreateSnapshotRequest{Pool: "pb", Replica: "other", Name: "x-r3"}); err != nil {
+		t.Fatal(err)
+	}
+	wantB = snapNames(t, pb)
+	fails("second remote child collides", "x", codes.AlreadyExists)
+
+	// A repeat of "k" whose second remote child now collides: k-r2 was
+	// taken by the earlier request, so the rollback keeps it.
+	if _, err := sb.DestroySnapshot(ctx, &enginev1.DestroySnapshotRequest{Pool: "pb", Name: "k-r3"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.CreateSnapshot(ctx, &enginev1.CreateSnapshotRequest{Pool: "pb", Replica: "other", Name: "k-r3"}); err != nil {
+		t.Fatal(err)
+	}
+	wantB = snapNames(t, pb)
+	fails("repeat with a collision", "k", codes.AlreadyExists)
+	if si, err := pb.Snapshot("k-r2"); err != nil || si.UUID() != kr2 {
+		t.Fatalf("the earlier request's k-r2 did not survive the rollback: %v", err)
+	}
+
+	// The nexus still serves I/O, with the data it had (a destroyed
+	// snapshot merges into its replica).
+	got := make([]byte, len(pattern))
+	if _, err := ne.n.ReadAt(got, 0); err != nil || !bytes.Equal(got, pattern) {
+		t.Fatalf("read after rollbacks: %v (equal %v)", err, bytes.Equal(got, pattern))
+	}
+	if _, err := ne.n.WriteAt(pattern[:4096], 1<<20); err != nil {
+		t.Fatal(err)
+	}
+
+	// B's hook, over the wire: only snapshots of the shared replica.
+	cfg, err := nvmetcp.ParseURI(uris["r2"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HostNQN = hostC
+	d, err := nvmetcp.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	uuidOf := func(name string) string {
+		t.Helper()
+		s, err := pb.Snapshot(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.UUID()
+	}
+	r3, err := pb.Replica("r3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, id := range map[string]string{
+		"another replica's snapshot": uuidOf("k-r3"), // of "other"
+		"a replica":                  r3.Info().UUID,
+		"unknown":                    "11111111-2222-4333-8444-555555555555",
+	} {
+		if err := d.DestroySnapshot(ctx, id); !errors.Is(err, nvmetcp.ErrSnapshotNotFound) {
+			t.Fatalf("destroy %s through r2's share: %v, want ErrSnapshotNotFound", what, err)
+		}
+	}
+	if gb := snapNames(t, pb); !slices.Equal(gb, wantB) {
+		t.Fatalf("refused destroys changed B: %v, want %v", gb, wantB)
+	}
+	// Clone dependents: refused, never forced.
+	if _, err := sb.CloneSnapshot(ctx, &enginev1.CloneSnapshotRequest{Pool: "pb", Snapshot: "k-r2", CloneName: "c2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DestroySnapshot(ctx, kr2); !errors.Is(err, nvmetcp.ErrSnapshotHasDependents) {
+		t.Fatalf("destroy a snapshot with clones: %v", err)
+	}
+	if _, err := b.replica.DestroyReplica(ctx, &enginev1.DestroyReplicaRequest{Pool: "pb", Name: "c2"}); err != nil {
+		t.Fatal(err)
+	}
+	// A host that may not write (A holds Write Exclusive) may not destroy.
+	a2 := cfg
+	a2.HostNQN = hostA
+	h, err := nvmetcp.Dial(ctx, a2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.ReservationRegister(0, 0, 0xA, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ReservationAcquire(0, nvme.ResvWriteExclusive, 0xA, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DestroySnapshot(ctx, kr2); !errors.Is(err, nvmetcp.ErrSnapshotDenied) {
+		t.Fatalf("destroy by a host that may not write: %v", err)
+	}
+	if err := h.ReservationRelease(0, nvme.ResvWriteExclusive, 0xA); err != nil {
+		t.Fatal(err)
+	}
+	// Now it goes, and a repeat is Not Found.
+	if err := d.DestroySnapshot(ctx, kr2); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DestroySnapshot(ctx, kr2); !errors.Is(err, nvmetcp.ErrSnapshotNotFound) {
+		t.Fatalf("destroy again: %v", err)
+	}
+	if slices.Contains(snapNames(t, pb), "k-r2") {
+		t.Fatal("k-r2 still listed")
+	}
 }

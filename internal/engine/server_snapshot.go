@@ -146,6 +146,7 @@ func (s *snapshotServer) ListSnapshots(_ context.Context, req *enginev1.ListSnap
 type remoteSnapshotter interface {
 	CreateSnapshot(ctx context.Context, name, uuid string) error
 	SnapshotInfo(ctx context.Context, uuid string) (nvmetcp.SnapshotInfo, error)
+	DestroySnapshot(ctx context.Context, uuid string) error
 }
 
 var _ remoteSnapshotter = (*nvmetcp.Device)(nil)
@@ -157,7 +158,7 @@ type childSnap struct {
 	// local child (bdev:///REPLICA)
 	pe      *poolEntry
 	replica string
-	existed bool // an earlier identical request already took it
+	existed bool // an earlier identical request already took it (local and remote)
 	// remote child (nvmf://...)
 	remote remoteSnapshotter
 	uuid   string
@@ -174,10 +175,13 @@ type childSnap struct {
 //
 // Everything that can be checked up front is (names, local collisions,
 // whether each child can be snapshotted) before any snapshot is taken.
-// Remote snapshots are taken first, then local ones; on a failure the
-// local snapshots this request created are destroyed again, and remote ones
-// already taken are named in the error (repeating the request reuses
-// them: the remote UUID is derived from nexus, name and child).
+// Remote snapshots are taken first, then local ones. On a failure every
+// snapshot this request created is destroyed again: local ones in their
+// pool, remote ones with the Destroy Snapshot vendor command. Snapshots
+// that an earlier identical request took (the remote UUID is derived from
+// nexus, name and child; the local name from name and replica) stay. A
+// rollback that fails is logged and named in the error, which still
+// wraps the original failure.
 func (s *snapshotServer) CreateNexusSnapshot(ctx context.Context, req *enginev1.CreateNexusSnapshotRequest) (*enginev1.CreateNexusSnapshotResponse, error) {
 	e := s.e
 	if err := checkName("snapshot", req.GetName()); err != nil {
@@ -201,17 +205,10 @@ func (s *snapshotServer) CreateNexusSnapshot(ctx context.Context, req *enginev1.
 	if err != nil {
 		return nil, err
 	}
-	var remoteTaken []string
-	var localTaken []*childSnap
+	var taken []*childSnap // created by this request, in order
 	fail := func(err error) error {
-		rctx := context.WithoutCancel(ctx)
-		for _, c := range localTaken {
-			if derr := c.pe.p.DestroySnapshot(rctx, c.name, false); derr != nil {
-				e.log.Warn("nexus snapshot: roll back local snapshot", "nexus", ne.rec.Name, "snapshot", c.name, "err", derr)
-			}
-		}
-		if len(remoteTaken) > 0 {
-			err = fmt.Errorf("%w (taken and left on remote replicas: %s; repeating the request reuses them)", err, strings.Join(remoteTaken, ", "))
+		if left := e.rollbackNexusSnapshot(ctx, ne, taken); len(left) > 0 {
+			err = fmt.Errorf("%w (rollback failed, left behind: %s)", err, strings.Join(left, ", "))
 		}
 		return err
 	}
@@ -219,10 +216,21 @@ func (s *snapshotServer) CreateNexusSnapshot(ctx context.Context, req *enginev1.
 		if c.remote == nil {
 			continue
 		}
+		// Did an earlier identical request take it? Then a rollback must
+		// keep it. (The UUID is derived, so it is this nexus' snapshot.)
+		_, err := c.remote.SnapshotInfo(ctx, c.uuid)
+		switch {
+		case err == nil:
+			c.existed = true
+		case !errors.Is(err, nvmetcp.ErrSnapshotNotFound):
+			return nil, fail(fmt.Errorf("nexus %q: child %s: %w", ne.rec.Name, c.uri, err))
+		}
 		if err := c.remote.CreateSnapshot(ctx, c.name, c.uuid); err != nil {
 			return nil, fail(fmt.Errorf("nexus %q: child %s: %w", ne.rec.Name, c.uri, err))
 		}
-		remoteTaken = append(remoteTaken, c.name+" on "+c.uri)
+		if !c.existed {
+			taken = append(taken, c)
+		}
 	}
 	for _, c := range plan {
 		if c.remote != nil {
@@ -232,7 +240,7 @@ func (s *snapshotServer) CreateNexusSnapshot(ctx context.Context, req *enginev1.
 			return nil, fail(fmt.Errorf("nexus %q: snapshot %q of replica %q: %w", ne.rec.Name, c.name, c.replica, err))
 		}
 		if !c.existed {
-			localTaken = append(localTaken, c)
+			taken = append(taken, c)
 		}
 	}
 	resume()
@@ -242,6 +250,31 @@ func (s *snapshotServer) CreateNexusSnapshot(ctx context.Context, req *enginev1.
 		resp.Snapshots = append(resp.Snapshots, e.childSnapInfo(ctx, ne, c))
 	}
 	return resp, nil
+}
+
+// rollbackNexusSnapshot destroys the snapshots a failed nexus snapshot
+// created (newest first), even if ctx is cancelled, and returns the ones
+// it could not destroy. A remote snapshot already gone (Not Found) counts
+// as destroyed.
+func (e *Engine) rollbackNexusSnapshot(ctx context.Context, ne *nexusEntry, taken []*childSnap) (left []string) {
+	rctx := context.WithoutCancel(ctx)
+	for _, c := range slices.Backward(taken) {
+		var err error
+		if c.remote != nil {
+			if err = c.remote.DestroySnapshot(rctx, c.uuid); errors.Is(err, nvmetcp.ErrSnapshotNotFound) {
+				err = nil
+			}
+		} else {
+			err = c.pe.p.DestroySnapshot(rctx, c.name, false)
+		}
+		if err != nil {
+			e.log.Warn("nexus snapshot: roll back snapshot", "nexus", ne.rec.Name, "child", c.uri, "snapshot", c.name, "err", err)
+			left = append(left, c.name+" on "+c.uri)
+			continue
+		}
+		e.log.Info("nexus snapshot: rolled back snapshot", "nexus", ne.rec.Name, "child", c.uri, "snapshot", c.name)
+	}
+	return left
 }
 
 // planNexusSnapshot checks every healthy child of a paused nexus and
@@ -378,4 +411,43 @@ func (h *replicaSnapshots) SnapshotInfo(_ context.Context, id string) (nvmetcp.S
 		}
 	}
 	return nvmetcp.SnapshotInfo{}, fmt.Errorf("%w: %s of replica %s", nvmetcp.ErrSnapshotNotFound, id, r.Info().Name)
+}
+
+// DestroySnapshot destroys a snapshot of this replica (only: another
+// replica's snapshot in the pool, a replica, or an unknown UUID is
+// ErrSnapshotNotFound, as for SnapshotInfo). It never forces: a snapshot
+// that clones depend on is ErrSnapshotHasDependents. Destroying it merges
+// its clusters into the replica (pool.DestroySnapshot).
+func (h *replicaSnapshots) DestroySnapshot(ctx context.Context, id string) error {
+	pe, r, err := h.e.findReplica(h.pool, h.replica)
+	if err != nil {
+		return err
+	}
+	ri := r.Info()
+	var snap *pool.SnapshotInfo
+	for _, si := range pe.p.Snapshots() {
+		if si.UUID == id && si.Source == ri.Name && si.SourceUUID == ri.UUID {
+			snap = &si
+			break
+		}
+	}
+	if snap == nil {
+		return fmt.Errorf("%w: %s of replica %s", nvmetcp.ErrSnapshotNotFound, id, ri.Name)
+	}
+	if len(snap.Clones) > 0 {
+		return fmt.Errorf("%w: snapshot %s has clones %s", nvmetcp.ErrSnapshotHasDependents, snap.Name, strings.Join(snap.Clones, ", "))
+	}
+	// By name: names are unique in the pool and the name was just matched
+	// to this UUID and source.
+	if err := pe.p.DestroySnapshot(ctx, snap.Name, false); err != nil {
+		switch {
+		case errors.Is(err, pool.ErrNotFound): // destroyed meanwhile
+			err = fmt.Errorf("%w: %w", nvmetcp.ErrSnapshotNotFound, err)
+		case errors.Is(err, pool.ErrHasDependents): // cloned meanwhile
+			err = fmt.Errorf("%w: %w", nvmetcp.ErrSnapshotHasDependents, err)
+		}
+		return err
+	}
+	h.e.log.Info("snapshot destroyed for a remote host", "pool", pe.name, "replica", ri.Name, "snapshot", snap.Name, "uuid", id)
+	return nil
 }

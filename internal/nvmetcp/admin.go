@@ -36,7 +36,7 @@ func (c *controller) execAdmin(s *slot) (held bool) {
 		}
 	case nvme.AdminAbort:
 		s.dw0 = 1 // not aborted
-	case OpcodeCreateSnapshot, OpcodeSnapshotInfo:
+	case OpcodeCreateSnapshot, OpcodeSnapshotInfo, OpcodeDestroySnapshot:
 		c.snapshotCmd(s)
 	default:
 		s.status = nvme.StatusInvalidOpcode | nvme.StatusDNR

@@ -26,6 +26,11 @@ const (
 	// SnapshotInfoSize-byte page describing the snapshot whose UUID is in
 	// CDW10–CDW13 (byte i of the UUID is byte i%4 of CDW(10+i/4)).
 	OpcodeSnapshotInfo uint8 = 0xC2
+	// OpcodeDestroySnapshot (no data) destroys the snapshot of namespace 1
+	// whose UUID is in CDW10–CDW13 (as for Snapshot Info); CDW14 and CDW15
+	// are reserved (0). It is C4h, not C3h: the low two opcode bits 11b
+	// would declare a bidirectional data transfer, 00b declares none.
+	OpcodeDestroySnapshot uint8 = 0xC4
 )
 
 // Layout of the Create Snapshot data and the Snapshot Info page.
@@ -50,17 +55,21 @@ var (
 	StatusSnapshotExists = nvme.MakeStatus(nvme.SCTCmdSpec, 0xC0)
 	// StatusSnapshotNotFound: no snapshot of this namespace has the UUID.
 	StatusSnapshotNotFound = nvme.MakeStatus(nvme.SCTCmdSpec, 0xC1)
+	// StatusSnapshotHasDependents: Destroy Snapshot refused because clones
+	// (or more than one volume) read through the snapshot.
+	StatusSnapshotHasDependents = nvme.MakeStatus(nvme.SCTCmdSpec, 0xC2)
 )
 
-// Errors of the snapshot commands. Hooks return (wrap) the first three so
+// Errors of the snapshot commands. Hooks return (wrap) the first four so
 // the target answers with the matching status; the initiator returns all
 // of them, wrapping the NVMe status.
 var (
-	ErrSnapshotExists      = errors.New("nvmetcp: snapshot name or uuid already in use")
-	ErrSnapshotInvalid     = errors.New("nvmetcp: invalid snapshot command")
-	ErrSnapshotNotFound    = errors.New("nvmetcp: snapshot not found")
-	ErrSnapshotUnsupported = errors.New("nvmetcp: the subsystem does not take snapshots")
-	ErrSnapshotDenied      = errors.New("nvmetcp: host may not snapshot the namespace (reservation conflict)")
+	ErrSnapshotExists        = errors.New("nvmetcp: snapshot name or uuid already in use")
+	ErrSnapshotInvalid       = errors.New("nvmetcp: invalid snapshot command")
+	ErrSnapshotNotFound      = errors.New("nvmetcp: snapshot not found")
+	ErrSnapshotHasDependents = errors.New("nvmetcp: snapshot has dependents (clones)")
+	ErrSnapshotUnsupported   = errors.New("nvmetcp: the subsystem does not take snapshots")
+	ErrSnapshotDenied        = errors.New("nvmetcp: host may not snapshot the namespace (reservation conflict)")
 )
 
 // SnapshotInfo describes a snapshot taken through a SnapshotHook.
@@ -74,11 +83,20 @@ type SnapshotInfo struct {
 // SnapshotHook lets a subsystem snapshot its namespace on behalf of a
 // connected host (SubsystemConfig.Snapshots). Calls come from the admin
 // queue of the host's controller; the target has already checked that the
-// host may write the namespace. CreateSnapshot must be idempotent for the
-// same name and UUID (uuid "" lets the hook pick one).
+// host may write the namespace (for CreateSnapshot and DestroySnapshot).
+// CreateSnapshot must be idempotent for the same name and UUID (uuid ""
+// lets the hook pick one).
+//
+// SnapshotInfo and DestroySnapshot concern snapshots of the namespace
+// only: a UUID of anything else (another volume's snapshot, a volume, an
+// unknown or already destroyed snapshot) is ErrSnapshotNotFound, so a host
+// learns nothing about other objects and a repeated destroy is told apart
+// from a first one. DestroySnapshot must never force: a snapshot that
+// clones depend on is ErrSnapshotHasDependents.
 type SnapshotHook interface {
 	CreateSnapshot(ctx context.Context, name, uuid string) error
 	SnapshotInfo(ctx context.Context, uuid string) (SnapshotInfo, error)
+	DestroySnapshot(ctx context.Context, uuid string) error
 }
 
 // snapshotTimeout bounds one hook call.
@@ -131,6 +149,28 @@ func checkSnapshotName(name string) error {
 		}
 	}
 	return nil
+}
+
+// DestroySnapshotSQE builds the Destroy Snapshot command for the snapshot
+// id of namespace 1.
+func DestroySnapshotSQE(id [16]byte) nvme.SQE {
+	sqe := nvme.SQE{Opcode: OpcodeDestroySnapshot, NSID: 1}
+	uuidCDWs(&sqe, id)
+	return sqe
+}
+
+// DecodeDestroySnapshotSQE validates the command-specific fields of
+// Destroy Snapshot (CDW10–CDW13: a UUID that is not all zero; CDW14 and
+// CDW15: 0) and returns the UUID.
+func DecodeDestroySnapshotSQE(sqe *nvme.SQE) (id [16]byte, err error) {
+	if sqe.CDW14 != 0 || sqe.CDW15 != 0 {
+		return id, fmt.Errorf("%w: reserved CDW14/CDW15 set (%#x, %#x)", ErrSnapshotInvalid, sqe.CDW14, sqe.CDW15)
+	}
+	id = uuidFromCDWs(sqe)
+	if id == ([16]byte{}) {
+		return id, fmt.Errorf("%w: all-zero snapshot uuid", ErrSnapshotInvalid)
+	}
+	return id, nil
 }
 
 func uuidString(id [16]byte) string {
@@ -210,7 +250,8 @@ func unmarshalSnapshotInfo(b []byte) (SnapshotInfo, error) {
 
 // --- target ---
 
-// snapshotCmd runs Create Snapshot or Snapshot Info on the admin queue.
+// snapshotCmd runs Create Snapshot, Snapshot Info or Destroy Snapshot on
+// the admin queue.
 func (c *controller) snapshotCmd(s *slot) {
 	sq := &s.sqe
 	sub := c.s
@@ -251,6 +292,10 @@ func (c *controller) snapshotCmd(s *slot) {
 		s.c2h = SnapshotInfoSize
 		return
 	}
+	if sq.Opcode == OpcodeDestroySnapshot {
+		c.destroySnapshot(ctx, s, hook)
+		return
+	}
 	if s.dir != nvme.DirHostToCtrl || s.xfer == 0 || s.xfer > maxSnapCmd || uint32(len(s.buf)) < s.xfer {
 		s.status = nvme.StatusSGLInvalidLength | nvme.StatusDNR
 		return
@@ -273,6 +318,36 @@ func (c *controller) snapshotCmd(s *slot) {
 	sub.t.log.Info("snapshot created for host", "nqn", sub.nqn, "host", c.hostNQN, "snapshot", name)
 }
 
+// destroySnapshot runs Destroy Snapshot: no data, the UUID in CDW10–13,
+// the same write permission as Create Snapshot.
+func (c *controller) destroySnapshot(ctx context.Context, s *slot, hook SnapshotHook) {
+	sub := c.s
+	if s.xfer != 0 {
+		s.status = nvme.StatusSGLInvalidLength | nvme.StatusDNR
+		return
+	}
+	id, err := DecodeDestroySnapshotSQE(&s.sqe)
+	if err != nil {
+		s.status = snapshotStatus(err)
+		return
+	}
+	// Destroying a snapshot of the namespace changes what can be restored
+	// of it: only a host that may write it may.
+	if !sub.resv.allowed(c.hostID, true) {
+		s.status = nvme.StatusReservationConflict | nvme.StatusDNR
+		return
+	}
+	u := uuidString(id)
+	if err := hook.DestroySnapshot(ctx, u); err != nil {
+		s.status = snapshotStatus(err)
+		if !errors.Is(err, ErrSnapshotNotFound) {
+			sub.t.log.Warn("snapshot destroy refused", "nqn", sub.nqn, "host", c.hostNQN, "uuid", u, "status", s.status.String(), "err", err)
+		}
+		return
+	}
+	sub.t.log.Info("snapshot destroyed for host", "nqn", sub.nqn, "host", c.hostNQN, "uuid", u)
+}
+
 // snapshotStatus maps a hook error to a completion status.
 func snapshotStatus(err error) nvme.Status {
 	switch {
@@ -280,6 +355,8 @@ func snapshotStatus(err error) nvme.Status {
 		return StatusSnapshotExists | nvme.StatusDNR
 	case errors.Is(err, ErrSnapshotNotFound):
 		return StatusSnapshotNotFound | nvme.StatusDNR
+	case errors.Is(err, ErrSnapshotHasDependents):
+		return StatusSnapshotHasDependents | nvme.StatusDNR
 	case errors.Is(err, ErrSnapshotInvalid):
 		return nvme.StatusInvalidField | nvme.StatusDNR
 	case errors.Is(err, blockdev.ErrNoSpace):
@@ -293,11 +370,12 @@ func snapshotStatus(err error) nvme.Status {
 }
 
 // snapshotEffects is the Commands Supported and Effects log of a
-// subsystem with a SnapshotHook: the standard one plus the two vendor
-// commands (supported, no other effect).
+// subsystem with a SnapshotHook: the standard one plus the vendor
+// commands (supported, no other effect: none changes the namespace's
+// content or capabilities).
 var snapshotEffects = func() []byte {
 	b := append([]byte(nil), commandEffects...)
-	for _, op := range []uint8{OpcodeCreateSnapshot, OpcodeSnapshotInfo} {
+	for _, op := range []uint8{OpcodeCreateSnapshot, OpcodeSnapshotInfo, OpcodeDestroySnapshot} {
 		binary.LittleEndian.PutUint32(b[4*int(op):], nvme.EffectsCSUPP)
 	}
 	return b
@@ -345,6 +423,30 @@ func (d *Device) SnapshotInfo(ctx context.Context, id string) (SnapshotInfo, err
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s of %s: %w", id, d.cfg.SubNQN, err)
 	}
 	return unmarshalSnapshotInfo(buf)
+}
+
+// DestroySnapshot asks the target to destroy the snapshot with the given
+// UUID of the namespace (Destroy Snapshot vendor command). The target never
+// forces. Errors wrap ErrSnapshotNotFound (no snapshot of this namespace
+// has the UUID: already destroyed, never taken, or another volume's —
+// callers that only want it gone treat this as success),
+// ErrSnapshotHasDependents (clones depend on it), ErrSnapshotDenied
+// (reservation), ErrSnapshotInvalid, ErrSnapshotUnsupported (no snapshot
+// hook, or a target predating the command), or the blockdev error of the
+// status.
+func (d *Device) DestroySnapshot(ctx context.Context, id string) error {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return fmt.Errorf("%w: uuid %q: %v", ErrSnapshotInvalid, id, err)
+	}
+	if u == (uuid.UUID{}) {
+		return fmt.Errorf("%w: all-zero uuid", ErrSnapshotInvalid)
+	}
+	sqe := DestroySnapshotSQE(u)
+	if err := d.snapshotAdmin(ctx, &sqe, nil, false); err != nil {
+		return fmt.Errorf("destroy snapshot %s of %s: %w", id, d.cfg.SubNQN, err)
+	}
+	return nil
 }
 
 func (d *Device) snapshotAdmin(ctx context.Context, sqe *nvme.SQE, data []byte, write bool) error {
@@ -420,6 +522,8 @@ func snapshotErr(s nvme.Status) error {
 		return fmt.Errorf("%w: %w", ErrSnapshotExists, s)
 	case StatusSnapshotNotFound:
 		return fmt.Errorf("%w: %w", ErrSnapshotNotFound, s)
+	case StatusSnapshotHasDependents:
+		return fmt.Errorf("%w: %w", ErrSnapshotHasDependents, s)
 	case nvme.StatusInvalidField, nvme.StatusSGLInvalidLength:
 		return fmt.Errorf("%w: %w", ErrSnapshotInvalid, s)
 	case nvme.StatusReservationConflict:

@@ -23,6 +23,10 @@ type fakeSnaps struct {
 	mu    sync.Mutex
 	snaps map[string]SnapshotInfo // by name
 	calls int
+	// foreign holds UUIDs of snapshots of other volumes in the same pool:
+	// not visible through this namespace, never destroyed through it.
+	foreign map[string]bool
+	cloned  map[string]bool // UUIDs of snapshots that clones depend on
 }
 
 func (f *fakeSnaps) CreateSnapshot(_ context.Context, name, id string) error {
@@ -63,6 +67,34 @@ func (f *fakeSnaps) SnapshotInfo(_ context.Context, id string) (SnapshotInfo, er
 		}
 	}
 	return SnapshotInfo{}, fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
+}
+
+func (f *fakeSnaps) DestroySnapshot(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	for name, s := range f.snaps {
+		if s.UUID != id {
+			continue
+		}
+		if f.cloned[id] {
+			return fmt.Errorf("%w: clones depend on %s", ErrSnapshotHasDependents, name)
+		}
+		delete(f.snaps, name)
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrSnapshotNotFound, id)
+}
+
+func (f *fakeSnaps) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range f.snaps {
+		if s.UUID == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *fakeSnaps) count() int {
@@ -181,6 +213,8 @@ func TestSnapshotCmdState(t *testing.T) {
 		return s.status
 	}
 	create := nvme.SQE{Opcode: OpcodeCreateSnapshot, NSID: 1}
+	destroy := DestroySnapshotSQE([16]byte{9})
+	destroyWith := func(f func(*nvme.SQE)) nvme.SQE { sqe := destroy; f(&sqe); return sqe }
 	badVersion := bytes.Clone(good)
 	badVersion[0] = 7
 	for _, tc := range []struct {
@@ -196,6 +230,14 @@ func TestSnapshotCmdState(t *testing.T) {
 		{"oversized data", c, create, make([]byte, 4096), nvme.StatusSGLInvalidLength | nvme.StatusDNR},
 		{"bad version", c, create, badVersion, nvme.StatusInvalidField | nvme.StatusDNR},
 		{"info without uuid", c, nvme.SQE{Opcode: OpcodeSnapshotInfo, NSID: 1}, make([]byte, SnapshotInfoSize), nvme.StatusInvalidField | nvme.StatusDNR},
+		{"destroy, no hook", plain, destroy, nil, nvme.StatusInvalidOpcode | nvme.StatusDNR},
+		{"destroy, nsid 0", c, destroyWith(func(q *nvme.SQE) { q.NSID = 0 }), nil, nvme.StatusInvalidNamespace | nvme.StatusDNR},
+		{"destroy, nsid 2", c, destroyWith(func(q *nvme.SQE) { q.NSID = 2 }), nil, nvme.StatusInvalidNamespace | nvme.StatusDNR},
+		{"destroy, broadcast nsid", c, destroyWith(func(q *nvme.SQE) { q.NSID = 0xFFFFFFFF }), nil, nvme.StatusInvalidNamespace | nvme.StatusDNR},
+		{"destroy with data", c, destroy, make([]byte, 16), nvme.StatusSGLInvalidLength | nvme.StatusDNR},
+		{"destroy without uuid", c, nvme.SQE{Opcode: OpcodeDestroySnapshot, NSID: 1}, nil, nvme.StatusInvalidField | nvme.StatusDNR},
+		{"destroy, CDW14 set", c, destroyWith(func(q *nvme.SQE) { q.CDW14 = 1 }), nil, nvme.StatusInvalidField | nvme.StatusDNR},
+		{"destroy, CDW15 set", c, destroyWith(func(q *nvme.SQE) { q.CDW15 = 1 << 31 }), nil, nvme.StatusInvalidField | nvme.StatusDNR},
 	} {
 		if st := run(tc.c, tc.sqe, tc.data); st != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, st, tc.want)
@@ -221,6 +263,15 @@ func TestSnapshotCmdState(t *testing.T) {
 	if hook.count() != 1 {
 		t.Fatalf("%d snapshots, want 1", hook.count())
 	}
+	if st := run(c, destroy, nil); !st.OK() {
+		t.Fatalf("destroy: %v", st)
+	}
+	if st := run(c, destroy, nil); st != StatusSnapshotNotFound|nvme.StatusDNR {
+		t.Fatalf("destroy again: %v, want Snapshot Not Found", st)
+	}
+	if hook.count() != 0 {
+		t.Fatalf("%d snapshots after destroy, want 0", hook.count())
+	}
 	// Effects log lists the vendor commands only where they work.
 	for _, tc := range []struct {
 		c    *controller
@@ -230,7 +281,7 @@ func TestSnapshotCmdState(t *testing.T) {
 		if !s.status.OK() {
 			t.Fatal(s.status)
 		}
-		for _, op := range []uint8{OpcodeCreateSnapshot, OpcodeSnapshotInfo} {
+		for _, op := range []uint8{OpcodeCreateSnapshot, OpcodeSnapshotInfo, OpcodeDestroySnapshot} {
 			if got := binary.LittleEndian.Uint32(s.buf[4*int(op):]); got != tc.want {
 				t.Errorf("effects of %#x: %#x, want %#x", op, got, tc.want)
 			}
@@ -298,6 +349,145 @@ func TestSnapshotOverLoopback(t *testing.T) {
 	}
 	must(t, d.Close())
 	if err := d.CreateSnapshot(ctx, "late", ""); !errors.Is(err, blockdev.ErrClosed) {
+		t.Fatalf("after close: %v", err)
+	}
+}
+
+func TestDestroySnapshotSQEDecode(t *testing.T) {
+	id := [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	good := DestroySnapshotSQE(id)
+	if good.Opcode != OpcodeDestroySnapshot || good.NSID != 1 || nvme.Direction(good.Opcode) != nvme.DirNone {
+		t.Fatalf("sqe %+v", good)
+	}
+	if got, err := DecodeDestroySnapshotSQE(&good); err != nil || got != id {
+		t.Fatalf("round trip: %x %v", got, err)
+	}
+	if good.CDW10 != 0x04030201 || good.CDW13 != 0x100f0e0d {
+		t.Fatalf("uuid byte order: CDW10 %#x CDW13 %#x", good.CDW10, good.CDW13)
+	}
+	mod := func(f func(q *nvme.SQE)) nvme.SQE { q := good; f(&q); return q }
+	for name, sqe := range map[string]nvme.SQE{
+		"zero uuid":    {Opcode: OpcodeDestroySnapshot, NSID: 1},
+		"CDW14":        mod(func(q *nvme.SQE) { q.CDW14 = 0xdead }),
+		"CDW15":        mod(func(q *nvme.SQE) { q.CDW15 = 1 }),
+		"zero + CDW15": {Opcode: OpcodeDestroySnapshot, NSID: 1, CDW15: 1},
+	} {
+		if _, err := DecodeDestroySnapshotSQE(&sqe); !errors.Is(err, ErrSnapshotInvalid) {
+			t.Errorf("%s: %v, want ErrSnapshotInvalid", name, err)
+		}
+	}
+}
+
+// TestDestroySnapshotOverLoopback: Destroy Snapshot over a real
+// connection: success, a repeat answered Not Found, refusals (another
+// volume's snapshot, clone dependents, a host that may not write,
+// malformed commands, an export without a hook) that destroy nothing.
+func TestDestroySnapshotOverLoopback(t *testing.T) {
+	tg := startTarget(t, TargetConfig{})
+	foreign := uuid.NewString()
+	hook := &fakeSnaps{foreign: map[string]bool{foreign: true}, cloned: map[string]bool{}}
+	nqn := addSnapMalloc(t, tg, "vol", hook, testHost, otherHost)
+	plainNQN := addSnapMalloc(t, tg, "plain", nil)
+	ctx := context.Background()
+	d := dial(t, tg, Config{SubNQN: nqn})
+	defer d.Close()
+
+	id := uuid.NewString()
+	must(t, d.CreateSnapshot(ctx, "s1", id))
+	must(t, d.DestroySnapshot(ctx, id))
+	if hook.has(id) {
+		t.Fatal("snapshot still there after destroy")
+	}
+	if _, err := d.SnapshotInfo(ctx, id); !errors.Is(err, ErrSnapshotNotFound) {
+		t.Fatalf("info after destroy: %v", err)
+	}
+	// Idempotence: a repeat (or a UUID never taken) is Not Found, which a
+	// caller that only wants it gone treats as done.
+	if err := d.DestroySnapshot(ctx, id); !errors.Is(err, ErrSnapshotNotFound) {
+		t.Fatalf("destroy again: %v, want ErrSnapshotNotFound", err)
+	}
+	// Another volume's snapshot is not this namespace's: Not Found, kept.
+	if err := d.DestroySnapshot(ctx, foreign); !errors.Is(err, ErrSnapshotNotFound) {
+		t.Fatalf("another volume's snapshot: %v", err)
+	}
+	if !hook.foreign[foreign] {
+		t.Fatal("foreign snapshot touched")
+	}
+
+	// Clone dependents: refused with its own status, never forced.
+	cl := uuid.NewString()
+	must(t, d.CreateSnapshot(ctx, "s2", cl))
+	hook.mu.Lock()
+	hook.cloned[cl] = true
+	hook.mu.Unlock()
+	err := d.DestroySnapshot(ctx, cl)
+	if !errors.Is(err, ErrSnapshotHasDependents) || !hook.has(cl) {
+		t.Fatalf("snapshot with clones: %v (still there: %v)", err, hook.has(cl))
+	}
+	var st nvme.Status
+	if !errors.As(err, &st) || st.Code() != StatusSnapshotHasDependents {
+		t.Fatalf("status of a refusal for dependents: %v", err)
+	}
+
+	// Malformed: refused by the initiator before sending, or by the target.
+	if err := d.DestroySnapshot(ctx, "not-a-uuid"); !errors.Is(err, ErrSnapshotInvalid) {
+		t.Fatalf("bad uuid: %v", err)
+	}
+	if err := d.DestroySnapshot(ctx, uuid.Nil.String()); !errors.Is(err, ErrSnapshotInvalid) {
+		t.Fatalf("nil uuid: %v", err)
+	}
+	s3 := uuid.NewString()
+	must(t, d.CreateSnapshot(ctx, "s3", s3))
+	raw := DestroySnapshotSQE(uuid.MustParse(s3))
+	raw.CDW15 = 7
+	if err := d.snapshotAdmin(ctx, &raw, nil, false); !errors.Is(err, ErrSnapshotInvalid) {
+		t.Fatalf("reserved CDW15 over the wire: %v", err)
+	}
+	raw = DestroySnapshotSQE(uuid.MustParse(s3))
+	if err := d.snapshotAdmin(ctx, &raw, make([]byte, 16), true); !errors.Is(err, ErrSnapshotInvalid) {
+		t.Fatalf("data with a no-data opcode: %v", err)
+	}
+	if !hook.has(s3) {
+		t.Fatal("a malformed destroy destroyed the snapshot")
+	}
+
+	// A host that may not write (another host holds Write Exclusive) may
+	// not destroy either; the hook is not asked.
+	o := dial(t, tg, Config{SubNQN: nqn, HostNQN: otherHost})
+	defer o.Close()
+	must(t, d.ReservationRegister(0, 0, 0xA, false))
+	must(t, d.ReservationAcquire(0, nvme.ResvWriteExclusive, 0xA, 0))
+	hook.mu.Lock()
+	calls := hook.calls
+	hook.mu.Unlock()
+	if err := o.DestroySnapshot(ctx, s3); !errors.Is(err, ErrSnapshotDenied) {
+		t.Fatalf("destroy by a host that may not write: %v", err)
+	}
+	hook.mu.Lock()
+	if hook.calls != calls {
+		t.Errorf("a denied destroy reached the hook")
+	}
+	hook.mu.Unlock()
+	if !hook.has(s3) {
+		t.Fatal("denied destroy destroyed the snapshot")
+	}
+	must(t, d.DestroySnapshot(ctx, s3)) // the holder may
+	if hook.has(s3) || hook.count() != 1 {
+		t.Fatalf("after the holder's destroy: %d snapshots, want 1 (s2)", hook.count())
+	}
+
+	// An export without a hook refuses; the connection stays good.
+	p := dial(t, tg, Config{SubNQN: plainNQN})
+	defer p.Close()
+	if err := p.DestroySnapshot(ctx, s3); !errors.Is(err, ErrSnapshotUnsupported) {
+		t.Fatalf("export without hook: %v", err)
+	}
+	buf := make([]byte, 4096)
+	if _, err := d.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	must(t, d.Close())
+	if err := d.DestroySnapshot(ctx, cl); !errors.Is(err, blockdev.ErrClosed) {
 		t.Fatalf("after close: %v", err)
 	}
 }

@@ -74,7 +74,7 @@ type SubsystemConfig struct {
 	AllowedHosts []string
 	AllowAnyHost bool
 	// Snapshots, when set, serves Kura's snapshot admin commands (opcodes
-	// 0xC1/0xC2) for the namespace; without it they fail with Invalid
+	// 0xC1/0xC2/0xC4) for the namespace; without it they fail with Invalid
 	// Command Opcode.
 	Snapshots SnapshotHook
 }
