@@ -2,8 +2,10 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"path/filepath"
@@ -493,5 +495,46 @@ func TestNexusSnapshotRemoteRollback(t *testing.T) {
 	}
 	if slices.Contains(snapNames(t, pb), "k-r2") {
 		t.Fatal("k-r2 still listed")
+	}
+}
+
+// fakeRemoteSnaps is a remoteSnapshotter whose destroy answers err.
+type fakeRemoteSnaps struct {
+	err       error
+	destroyed []string
+}
+
+func (f *fakeRemoteSnaps) CreateSnapshot(context.Context, string, string) error { return nil }
+func (f *fakeRemoteSnaps) SnapshotInfo(context.Context, string) (nvmetcp.SnapshotInfo, error) {
+	return nvmetcp.SnapshotInfo{}, nvmetcp.ErrSnapshotNotFound
+}
+func (f *fakeRemoteSnaps) DestroySnapshot(_ context.Context, id string) error {
+	f.destroyed = append(f.destroyed, id)
+	return f.err
+}
+
+// TestRollbackNexusSnapshot: the rollback goes newest first, counts a
+// remote Not Found as destroyed, and reports (without stopping at) the
+// snapshots it could not destroy.
+func TestRollbackNexusSnapshot(t *testing.T) {
+	te := startEngine(t, filepath.Join(t.TempDir(), "data"))
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel() // the rollback runs even when the request was cancelled
+	gone := &fakeRemoteSnaps{err: fmt.Errorf("x: %w", nvmetcp.ErrSnapshotNotFound)}
+	cloned := &fakeRemoteSnaps{err: nvmetcp.ErrSnapshotHasDependents}
+	ok := &fakeRemoteSnaps{}
+	taken := []*childSnap{
+		{uri: "nvmf://h/ok", name: "s-ok", remote: ok, uuid: "u1"},
+		{uri: "nvmf://h/cloned", name: "s-cloned", remote: cloned, uuid: "u2"},
+		{uri: "nvmf://h/gone", name: "s-gone", remote: gone, uuid: "u3"},
+	}
+	left := te.e.rollbackNexusSnapshot(ctx, &nexusEntry{rec: nexusRecord{Name: "vol"}}, taken)
+	if len(left) != 1 || left[0] != "s-cloned on nvmf://h/cloned" {
+		t.Fatalf("left %v", left)
+	}
+	for _, f := range []*fakeRemoteSnaps{ok, cloned, gone} {
+		if len(f.destroyed) != 1 {
+			t.Fatalf("destroy calls %v", f.destroyed)
+		}
 	}
 }

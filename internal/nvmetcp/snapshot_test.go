@@ -491,3 +491,25 @@ func TestDestroySnapshotOverLoopback(t *testing.T) {
 		t.Fatalf("after close: %v", err)
 	}
 }
+
+// FuzzDecodeDestroySnapshotSQE: the decoder never panics, accepts only a
+// non-zero UUID with CDW14/CDW15 clear, and what it accepts rebuilds to
+// the same command dwords.
+func FuzzDecodeDestroySnapshotSQE(f *testing.F) {
+	f.Add(uint32(1), uint32(2), uint32(3), uint32(4), uint32(0), uint32(0))
+	f.Add(uint32(0), uint32(0), uint32(0), uint32(0), uint32(0), uint32(0))
+	f.Add(uint32(1), uint32(0), uint32(0), uint32(0), uint32(0), uint32(1))
+	f.Fuzz(func(t *testing.T, c10, c11, c12, c13, c14, c15 uint32) {
+		sqe := nvme.SQE{Opcode: OpcodeDestroySnapshot, NSID: 1, CDW10: c10, CDW11: c11, CDW12: c12, CDW13: c13, CDW14: c14, CDW15: c15}
+		id, err := DecodeDestroySnapshotSQE(&sqe)
+		if err != nil {
+			if !errors.Is(err, ErrSnapshotInvalid) {
+				t.Fatalf("error %v does not wrap ErrSnapshotInvalid", err)
+			}
+			return
+		}
+		if again := DestroySnapshotSQE(id); again != sqe {
+			t.Fatalf("accepted %+v but rebuilds to %+v", sqe, again)
+		}
+	})
+}
