@@ -83,6 +83,7 @@ var codeTable = []struct {
 	{ErrInUse, codes.FailedPrecondition},
 	{pool.ErrInUse, codes.FailedPrecondition},
 	{pool.ErrHasDependents, codes.FailedPrecondition},
+	{nvmetcp.ErrSnapshotHasDependents, codes.FailedPrecondition},
 	{pool.ErrNotAPool, codes.FailedPrecondition},
 	{blockdev.ErrBusy, codes.FailedPrecondition},
 	{nexus.ErrLastHealthy, codes.FailedPrecondition},
