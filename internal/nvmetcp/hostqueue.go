@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -274,6 +275,14 @@ func (q *hqueue) submit(sqe *nvme.SQE, data []byte, write bool, timeout time.Dur
 		err = q.enc.WriteCapsuleCmd(&r.sqe, data)
 	} else {
 		err = q.enc.WriteCapsuleCmd(&r.sqe, nil)
+	}
+	if err == nil && len(q.free) < cap(q.free)-2 {
+		// Other commands are in flight, so submitters woken by the same
+		// batch of completions are probably runnable: let them append
+		// first, and the first to return flushes them all in one write.
+		q.out.mu.Unlock()
+		runtime.Gosched()
+		q.out.mu.Lock()
 	}
 	if err == nil {
 		err = q.enc.Flush()
