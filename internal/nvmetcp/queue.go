@@ -301,6 +301,7 @@ func (q *queue) onCapsule() error {
 		s.buf = s.pb.b
 	}
 	if s.dir == nvme.DirHostToCtrl && s.xfer > 0 {
+		q.as.submit() // the R2T's flush may block
 		return q.sendR2T(s)
 	}
 	return q.ready(s)
@@ -308,7 +309,6 @@ func (q *queue) onCapsule() error {
 
 // sendR2T asks the host for the data of s (one R2T for all of it).
 func (q *queue) sendR2T(s *slot) error {
-	q.as.submit()
 	s.waitingH2C.Store(true)
 	q.out.mu.Lock()
 	err := q.enc.WriteR2T(R2T{CCCID: s.sqe.CID, TTag: s.idx, R2TO: 0, R2TL: s.xfer})
