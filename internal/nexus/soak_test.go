@@ -32,16 +32,22 @@ func blockData(buf []byte, b int64, v uint32) {
 // I/Os and a healthy child at all times, with inline and with isolated
 // child I/O dispatch: 12 faults each, KURA_LONG=1: 120 each.
 func TestSoakInjectedFaults(t *testing.T) {
-	for _, isolate := range []bool{false, true} {
-		name := "inline"
-		if isolate {
-			name = "isolated"
-		}
-		t.Run(name, func(t *testing.T) { soak(t, isolate) })
+	for _, mode := range []string{"inline", "isolated", "async"} {
+		t.Run(mode, func(t *testing.T) { soak(t, mode) })
 	}
 }
 
-func soak(t *testing.T, isolate bool) {
+// soak runs the fault soak. Modes: "inline" and "isolated" child dispatch
+// through ReadAt/WriteAt; "async": children with the blockdev.Async path
+// and a client that starts its I/O through Nexus.StartQueued whenever the
+// nexus accepts it (otherwise ReadAt/WriteAt), so faults, timeouts,
+// rebuilds and dirty logs hit the asynchronous paths too.
+func soak(t *testing.T, mode string) {
+	isolate, async := mode == "isolated", mode == "async"
+	if async {
+		asyncChildren = true
+		defer func() { asyncChildren = false }()
+	}
 	faults := 12 // per dispatch mode
 	if testtool.Long() {
 		faults = 120
@@ -53,13 +59,14 @@ func soak(t *testing.T, isolate bool) {
 	cfg := e.config(cs...)
 	cfg.ChildTimeout = 2 * time.Second // generous: the test machine is shared and very busy
 	cfg.IsolateChildIO = isolate
-	cfg.WriteIntent = !isolate // exercise intent rotation under faults too
+	cfg.WriteIntent = mode == "inline" // exercise intent rotation under faults too (the async path declines writes with it)
 	cfg.IntentInterval = 50 * time.Millisecond
 	n := e.newNexus(cfg)
 	nblk := n.Size() / bs
 
 	var (
 		ioErrs, verifyErrs, ops atomic.Int64
+		asyncOps                atomic.Int64 // I/Os the nexus took through StartQueued
 		stop                    = make(chan struct{})
 		wg                      sync.WaitGroup
 		model                   = make([]uint32, nblk) // block -> version; block b owned by worker b%G
@@ -77,6 +84,26 @@ func soak(t *testing.T, isolate bool) {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(g), 7))
 			buf, want := make([]byte, bs), make([]byte, bs)
+			w := &asyncResult{ch: make(chan struct{}, 1)}
+			do := func(write bool, off int64) error {
+				if async {
+					w.dones.Store(0)
+					w.flushes.Store(0)
+					if n.StartQueued(write, buf, off, w) {
+						asyncOps.Add(1)
+						n.Submit()
+						<-w.ch
+						return w.err
+					}
+				}
+				var err error
+				if write {
+					_, err = n.WriteAt(buf, off)
+				} else {
+					_, err = n.ReadAt(buf, off)
+				}
+				return err
+			}
 			for {
 				select {
 				case <-stop:
@@ -88,14 +115,14 @@ func soak(t *testing.T, isolate bool) {
 				case op < 5:
 					v := model[b] + 1
 					blockData(buf, b, v)
-					if _, err := n.WriteAt(buf, b*bs); err != nil {
+					if err := do(true, b*bs); err != nil {
 						ioErrs.Add(1)
 						t.Errorf("write block %d: %v", b, err)
 						continue
 					}
 					model[b] = v
 				case op < 9:
-					if _, err := n.ReadAt(buf, b*bs); err != nil {
+					if err := do(false, b*bs); err != nil {
 						ioErrs.Add(1)
 						t.Errorf("read block %d: %v", b, err)
 						continue
@@ -249,8 +276,11 @@ func soak(t *testing.T, isolate bool) {
 			t.Errorf("info: %+v", info)
 		}
 	}
-	t.Logf("%d faults (+%d spurious), %d client ops, %d rebuilds, %d I/O errors, %d verify errors",
-		injected, spurious, ops.Load(), len(n.RebuildHistory()), ioErrs.Load(), verifyErrs.Load())
+	t.Logf("%d faults (+%d spurious), %d client ops (%d through StartQueued), %d rebuilds, %d I/O errors, %d verify errors",
+		injected, spurious, ops.Load(), asyncOps.Load(), len(n.RebuildHistory()), ioErrs.Load(), verifyErrs.Load())
+	if async && asyncOps.Load() == 0 {
+		t.Error("async mode: no client I/O went through Nexus.StartQueued")
+	}
 	if ioErrs.Load() != 0 || verifyErrs.Load() != 0 {
 		t.Fatal("errors")
 	}
