@@ -50,7 +50,7 @@ type fakeOp struct {
 	cb    blockdev.IOCompletion
 }
 
-func newFakeAsync(t *testing.T, size int64, bs int) *fakeAsync {
+func newFakeAsync(t testing.TB, size int64, bs int) *fakeAsync {
 	m, err := blockdev.NewMalloc("fake", size, bs)
 	if err != nil {
 		t.Fatal(err)
