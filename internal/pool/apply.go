@@ -327,11 +327,15 @@ func (s *state) applyMerge(d *dec) error {
 		return corrupt("bad merge")
 	}
 	sm, cm := sv.cm(), c.cm()
+	// The child reads through only below its own bound (it may have been
+	// shrunk since the snapshot was taken): entries at or above it are
+	// not what the child shows, so they are freed, not moved.
+	ct := c.view.Load().through
 	var ls []uint32
 	sm.each(func(l, _ uint32) { ls = append(ls, l) })
 	for _, l := range ls {
 		v := sm.get(l)
-		if l < cm.n && cm.get(l) == mNone {
+		if l < cm.n && l < ct && cm.get(l) == mNone {
 			// Move the entry without freeing it.
 			if v == mZero {
 				sv.markers--

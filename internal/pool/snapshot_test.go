@@ -190,3 +190,48 @@ func TestChainDepth64(t *testing.T) {
 	p = reimport(t, p, dev)
 	verify(p)
 }
+
+// TestMergeRespectsShrink: destroying a snapshot merges its clusters into
+// its only child, but only where the child reads through: a replica
+// shrunk after the first snapshot (and grown again) shows zeros past the
+// shrink point, and so does its later snapshot — the merge must not make
+// the old data reappear there (found by TestRandomOps in long mode).
+func TestMergeRespectsShrink(t *testing.T) {
+	p := mkPool(t, mallocDev(t, 32<<20), testCS)
+	r := mustReplica(t, p, "r", 4*testCS, true)
+	for l := range int64(4) {
+		write(t, r, pattern(uint64(l+1), 4096), l*testCS)
+	}
+	if _, err := p.CreateSnapshot(ctx, "r", "s1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ResizeReplica(ctx, "r", testCS); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ResizeReplica(ctx, "r", 4*testCS); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := p.CreateSnapshot(ctx, "r", "s2", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := make([]byte, 4096)
+	check := func(when string) {
+		t.Helper()
+		expect(t, when+": s2 cluster 0", read(t, s2, 4096, 0), pattern(1, 4096))
+		expect(t, when+": r cluster 0", read(t, r, 4096, 0), pattern(1, 4096))
+		for l := int64(1); l < 4; l++ {
+			expect(t, fmt.Sprintf("%s: s2 cluster %d", when, l), read(t, s2, 4096, l*testCS), zero)
+			expect(t, fmt.Sprintf("%s: r cluster %d", when, l), read(t, r, 4096, l*testCS), zero)
+		}
+	}
+	check("before")
+	if err := p.DestroySnapshot(ctx, "s1", false); err != nil {
+		t.Fatal(err)
+	}
+	check("after destroying s1")
+	q := reimport(t, p, p.dev)
+	s2, _ = q.Snapshot("s2")
+	r, _ = q.Replica("r")
+	check("after re-import")
+}
