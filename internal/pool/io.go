@@ -160,6 +160,16 @@ func (p *Pool) writeCluster(c uint32, in, n int64, data []byte) error {
 // fill allocates, writes and publishes cluster l of v (see firstWrite).
 func (p *Pool) fill(g *gateRef, v *volume, l uint32, in, n int64, data []byte) error {
 	g.exit()
+	if v.thin() {
+		// Early check (the one at publish below is authoritative).
+		p.mu.Lock()
+		err := p.needSpareLocked("a thin first write", 1)
+		p.mu.Unlock()
+		if err != nil {
+			*g = p.enter()
+			return err
+		}
+	}
 	c, err := p.allocData()
 	*g = p.enter()
 	if err != nil {
@@ -208,6 +218,13 @@ func (p *Pool) fill(g *gateRef, v *volume, l uint32, in, n int64, data []byte) e
 	if v.destroyed.Load() || l >= v.cm().n {
 		p.discardLocked(c)
 		return ErrClosed
+	}
+	if v.thin() {
+		// c is not mapped yet, so it counts as free here.
+		if err := p.needSpareLocked("a thin first write", 1); err != nil {
+			p.discardLocked(c)
+			return err
+		}
 	}
 	_, err = p.logLocked(recSetMapOf(v.id, []mrun{{l, c + 1, 1}}), cow)
 	return err

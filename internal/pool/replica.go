@@ -187,6 +187,12 @@ func (p *Pool) CreateReplica(ctx context.Context, name string, o ReplicaOptions)
 		v.flags = flagThin
 		return p.createVolume(v, nil, nil, 0)
 	}
+	p.mu.Lock()
+	err = p.needSpareLocked(fmt.Sprintf("thick replica %q", name), int64(p.st.clustersFor(o.Size)))
+	p.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	p.allocMu.Lock()
 	defer p.allocMu.Unlock()
 	cl, ext, f0, err := p.takeFree(int64(p.st.clustersFor(o.Size)), true)
@@ -203,6 +209,12 @@ func (p *Pool) CreateReplica(ctx context.Context, name string, o ReplicaOptions)
 // logical cluster 0) and waits until it is durable.
 func (p *Pool) createVolume(v *volume, cl, ext []uint32, f0 uint32) (*Replica, error) {
 	p.mu.Lock()
+	if n := len(cl) + len(ext); n > 0 {
+		if err := p.needSpareLocked(fmt.Sprintf("thick replica %q", v.name), int64(n)); err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+	}
 	v.id = p.st.nextID
 	var r []byte
 	if len(ext) > 0 {
@@ -336,6 +348,12 @@ func (p *Pool) ResizeReplica(ctx context.Context, nameOrUUID string, newSize int
 	var cl, ext []uint32
 	var f0 uint32
 	if nn > on && !v.thin() {
+		p.mu.Lock()
+		err := p.needSpareLocked(fmt.Sprintf("growing thick replica %q", v.name), int64(nn-on))
+		p.mu.Unlock()
+		if err != nil {
+			return err
+		}
 		p.allocMu.Lock()
 		defer p.allocMu.Unlock()
 		if cl, ext, f0, err = p.takeFree(int64(nn-on), true); err != nil {
@@ -355,6 +373,12 @@ func (p *Pool) ResizeReplica(ctx context.Context, nameOrUUID string, newSize int
 	if nn > on && !p.st.roomFor(nn-on) {
 		p.mu.Unlock()
 		return fmt.Errorf("pool %s: grow replica %s: replicas and snapshots would exceed %d logical clusters in total: %w", p.label.Name, v.name, uint64(maxTotalLogical), ErrNoSpace)
+	}
+	if n := len(cl) + len(ext); n > 0 {
+		if err := p.needSpareLocked(fmt.Sprintf("growing thick replica %q", v.name), int64(n)); err != nil {
+			p.mu.Unlock()
+			return err
+		}
 	}
 	v.amu.Lock()
 	for l := range v.pending {

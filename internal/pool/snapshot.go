@@ -125,6 +125,14 @@ func (p *Pool) CreateSnapshot(ctx context.Context, replica, snapName, snapUUID s
 	unfreeze := p.freeze(v)
 	defer unfreeze()
 	p.mu.Lock()
+	if !v.thin() {
+		// The replica's clusters move to the snapshot; it needs as many
+		// again for its own writes (see reserve.go).
+		if err := p.needSpareLocked(fmt.Sprintf("snapshot %q of thick replica %q", snapName, v.name), v.owned.Load()); err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+	}
 	v.amu.Lock()
 	sv := &volume{id: p.st.nextID, name: snapName, uuid: u, created: time.Now().UnixNano()}
 	// Barrier: data written before the snapshot is durable before it is.
