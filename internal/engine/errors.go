@@ -33,6 +33,9 @@ var (
 	// ErrUnimplemented is returned by features whose package is not built
 	// into this engine yet.
 	ErrUnimplemented = errors.New("not implemented in this engine")
+	// ErrNotSnapshottable is returned for a nexus snapshot when a healthy
+	// child is a device without snapshots (a plain file or bdev).
+	ErrNotSnapshottable = errors.New("cannot be snapshotted")
 	// ErrUnavailable is returned when a frontend (NVMe/TCP target, NBD
 	// server) is not running.
 	ErrUnavailable = errors.New("unavailable")
@@ -81,6 +84,7 @@ var codeTable = []struct {
 	{blockdev.ErrNoSpace, codes.ResourceExhausted},
 
 	{ErrInUse, codes.FailedPrecondition},
+	{ErrNotSnapshottable, codes.FailedPrecondition},
 	{pool.ErrInUse, codes.FailedPrecondition},
 	{pool.ErrHasDependents, codes.FailedPrecondition},
 	{nvmetcp.ErrSnapshotHasDependents, codes.FailedPrecondition},

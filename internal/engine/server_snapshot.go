@@ -316,8 +316,8 @@ func (e *Engine) planNexusSnapshot(ne *nexusEntry, name string) ([]*childSnap, e
 		}
 		rs, ok := dev.(remoteSnapshotter)
 		if !ok {
-			return nil, fmt.Errorf("nexus %q: child %q cannot be snapshotted (only replicas of this engine, bdev:///NAME, and replicas shared over NVMe/TCP by a Kura engine, nvmf://, can): %w",
-				ne.rec.Name, c.URI, ErrUnimplemented)
+			return nil, fmt.Errorf("nexus %q: child %q (only replicas of this engine, bdev:///NAME, and replicas shared over NVMe/TCP by a Kura engine, nvmf://, can be): %w",
+				ne.rec.Name, c.URI, ErrNotSnapshottable)
 		}
 		cfg, err := nvmetcp.ParseURI(c.URI)
 		if err != nil {
