@@ -170,7 +170,9 @@ func (x *Nexus) AddChildNoRebuild(ctx context.Context, uri string) error {
 }
 
 // StartRebuild starts rebuilding an out-of-sync, faulted or offline child.
-func (x *Nexus) StartRebuild(ctx context.Context, uri string) error { return x.n.StartRebuild(ctx, uri) }
+func (x *Nexus) StartRebuild(ctx context.Context, uri string) error {
+	return x.n.StartRebuild(ctx, uri)
+}
 
 // RemoveChild removes a child (never the last healthy one).
 func (x *Nexus) RemoveChild(ctx context.Context, uri string) error { return x.n.RemoveChild(ctx, uri) }
