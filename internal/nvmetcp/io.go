@@ -13,12 +13,7 @@ import (
 func (c *controller) execIO(s *slot) {
 	sq := &s.sqe
 	sub := c.s
-	if sq.NSID != 1 {
-		s.status = nvme.StatusInvalidNamespace | nvme.StatusDNR
-		return
-	}
-	if st := sub.anaStatus(); st != nvme.StatusSuccess {
-		s.status = st
+	if !c.nsAccessible(s) {
 		return
 	}
 	switch sq.Opcode {
@@ -71,6 +66,21 @@ func (c *controller) execIO(s *slot) {
 	default:
 		s.status = nvme.StatusInvalidOpcode | nvme.StatusDNR
 	}
+}
+
+// nsAccessible reports whether s addresses the subsystem's namespace
+// (NSID 1) in an ANA state that allows commands; otherwise it sets the
+// status and returns false.
+func (c *controller) nsAccessible(s *slot) bool {
+	if s.sqe.NSID != 1 {
+		s.status = nvme.StatusInvalidNamespace | nvme.StatusDNR
+		return false
+	}
+	if st := c.s.anaStatus(); st != nvme.StatusSuccess {
+		s.status = st
+		return false
+	}
+	return true
 }
 
 // lbaRange returns the byte range of SLBA/NLB, or sets LBA Out of Range.

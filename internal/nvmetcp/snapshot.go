@@ -260,12 +260,7 @@ func (c *controller) snapshotCmd(s *slot) {
 		s.status = nvme.StatusInvalidOpcode | nvme.StatusDNR
 		return
 	}
-	if sq.NSID != 1 {
-		s.status = nvme.StatusInvalidNamespace | nvme.StatusDNR
-		return
-	}
-	if st := sub.anaStatus(); st != nvme.StatusSuccess {
-		s.status = st
+	if !c.nsAccessible(s) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
