@@ -167,8 +167,12 @@ func (u *Uring) lead(s *uringSlot) int32 {
 	if s != nil {
 		own = s.idx
 	}
+	wait := u.r.submitAndWait
+	if s == nil {
+		wait = u.r.waitCompletion // the async reaper parks in the netpoller
+	}
 	for !done {
-		if err := u.r.submitAndWait(); err != nil {
+		if err := wait(); err != nil {
 			slog.Error("blockdev: uring wait", "path", u.b.path, "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
