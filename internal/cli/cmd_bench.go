@@ -22,6 +22,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		mix      int
 		prefill  bool
 		rng      string
+		sync     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench URI",
@@ -34,7 +35,7 @@ Writes destroy data on the device.`,
 		Example: "  kura bench nvmf://127.0.0.1:8420/nqn.2019-05.io.kura:vol1 --rw randread --qd 32 --time 10s\n  kura bench uring:///dev/nvme1n1 --rw randrw --mix 70 --bs 4k",
 		Args:    exactArgs("URI"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o := perf.Options{QueueDepth: qd, Workers: workers, Duration: duration, Prefill: prefill}
+			o := perf.Options{QueueDepth: qd, Workers: workers, Duration: duration, Prefill: prefill, Sync: sync}
 			switch rw {
 			case "read":
 				o.RWMixRead = 100
@@ -104,5 +105,6 @@ Writes destroy data on the device.`,
 	f.IntVar(&mix, "mix", 70, "percentage of reads for randrw/rw")
 	f.BoolVar(&prefill, "prefill", false, "write the range once before measuring (reads of thin devices hit data)")
 	f.StringVar(&rng, "range", "", "limit I/O to the first SIZE of the device (MiB or with a unit)")
+	f.BoolVar(&sync, "sync", false, "one goroutine per outstanding I/O calling the device synchronously, even when it can run I/O asynchronously (nvmf://, uring://)")
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/nvme"
 )
 
@@ -26,7 +27,8 @@ type hreq struct {
 	recvd    int
 	cqe      nvme.CQE
 	err      error
-	done     chan struct{} // capacity 1, reused
+	done     chan struct{}         // capacity 1, reused
+	cb       blockdev.IOCompletion // set for asynchronous commands (StartQueued)
 }
 
 // hqueue is the host side of one NVMe/TCP connection (one queue pair).
@@ -47,6 +49,8 @@ type hqueue struct {
 	deadErr atomic.Value // error
 	closing atomic.Bool
 	exited  chan struct{}
+
+	flushq []blockdev.IOCompletion // completions awaiting IOFlush (read loop only)
 }
 
 // dialQueue opens a TCP connection and runs ICReq/ICResp.
@@ -146,14 +150,12 @@ func (q *hqueue) err() error {
 func (q *hqueue) readLoop() {
 	defer close(q.exited)
 	err := q.readPDUs()
+	q.deliverFlush()
 	q.fail(err)
 	for i := range q.reqs {
-		r := &q.reqs[i]
-		if r.inflight.CompareAndSwap(true, false) {
-			r.err = fmt.Errorf("%w: %w", errInFlightLost, err)
-			r.done <- struct{}{}
-		}
+		q.finish(&q.reqs[i], nvme.CQE{}, fmt.Errorf("%w: %w", errInFlightLost, err))
 	}
+	q.deliverFlush()
 }
 
 var errInFlightLost = errors.New("nvmetcp: connection lost with command in flight")
@@ -167,6 +169,9 @@ func (q *hqueue) req(cid uint16) *hreq {
 
 func (q *hqueue) readPDUs() error {
 	for {
+		if len(q.flushq) > 0 && (q.br.Buffered() == 0 || len(q.flushq) >= maxFlushBatch) {
+			q.deliverFlush()
+		}
 		h, err := q.dec.Next()
 		if err != nil {
 			return err
@@ -234,6 +239,10 @@ func (q *hqueue) finish(r *hreq, cqe nvme.CQE, err error) {
 	if !r.inflight.CompareAndSwap(true, false) {
 		return
 	}
+	if r.cb != nil {
+		q.finishAsync(r, cqe, err)
+		return
+	}
 	r.cqe, r.err = cqe, err
 	r.done <- struct{}{}
 }
@@ -253,14 +262,7 @@ func (q *hqueue) submit(sqe *nvme.SQE, data []byte, write bool, timeout time.Dur
 	defer func() { q.free <- cid }()
 	r.sqe = *sqe
 	r.sqe.CID = cid
-	r.sqe.Flags = nvme.SQEFlagsPSDTSGL
-	r.data, r.write, r.recvd = data, write, 0
-	icd := write && len(data) > 0 && len(data) <= q.icdMax
-	if icd {
-		r.sqe.SGL = nvme.SGL{ID: nvme.SGLDataBlockOffset, Length: uint32(len(data))}
-	} else {
-		r.sqe.SGL = nvme.SGL{ID: nvme.SGLTransportDataBlk, Length: uint32(len(data))}
-	}
+	q.attach(r, data, write)
 	r.inflight.Store(true)
 	if q.dead.Load() {
 		if r.inflight.CompareAndSwap(true, false) {
@@ -270,12 +272,7 @@ func (q *hqueue) submit(sqe *nvme.SQE, data []byte, write bool, timeout time.Dur
 		return r.cqe, r.err
 	}
 	q.out.mu.Lock()
-	var err error
-	if icd {
-		err = q.enc.WriteCapsuleCmd(&r.sqe, data)
-	} else {
-		err = q.enc.WriteCapsuleCmd(&r.sqe, nil)
-	}
+	err := q.encode(r)
 	if err == nil && len(q.free) < cap(q.free)-2 {
 		// Other commands are in flight, so submitters woken by the same
 		// batch of completions are probably runnable: let them append
@@ -310,4 +307,29 @@ func (q *hqueue) submit(sqe *nvme.SQE, data []byte, write bool, timeout time.Dur
 		return r.cqe, fmt.Errorf("nvmetcp: short read: %d of %d bytes", r.recvd, len(data))
 	}
 	return r.cqe, nil
+}
+
+// attach sets r's data buffer and the SGL describing it: in-capsule for
+// writes up to icdMax, else transferred with C2HData or R2T/H2CData.
+func (q *hqueue) attach(r *hreq, data []byte, write bool) {
+	r.sqe.Flags = nvme.SQEFlagsPSDTSGL
+	r.data, r.write, r.recvd = data, write, 0
+	if q.inCapsule(r) {
+		r.sqe.SGL = nvme.SGL{ID: nvme.SGLDataBlockOffset, Length: uint32(len(data))}
+	} else {
+		r.sqe.SGL = nvme.SGL{ID: nvme.SGLTransportDataBlk, Length: uint32(len(data))}
+	}
+}
+
+func (q *hqueue) inCapsule(r *hreq) bool {
+	return r.write && len(r.data) > 0 && len(r.data) <= q.icdMax
+}
+
+// encode appends r's command capsule (with in-capsule data) to the batch
+// writer. Caller holds q.out.mu.
+func (q *hqueue) encode(r *hreq) error {
+	if q.inCapsule(r) {
+		return q.enc.WriteCapsuleCmd(&r.sqe, r.data)
+	}
+	return q.enc.WriteCapsuleCmd(&r.sqe, nil)
 }

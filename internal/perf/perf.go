@@ -42,6 +42,11 @@ type Options struct {
 	// Prefill writes the range once before measuring reads, so reads of
 	// thin devices hit real data.
 	Prefill bool
+	// Sync drives the device with one goroutine per outstanding I/O
+	// calling ReadAt/WriteAt even when it implements blockdev.Async (by
+	// default such devices are driven asynchronously: completions start
+	// the next I/O on the device's completion goroutine).
+	Sync bool
 }
 
 // Result is the outcome of a run.
@@ -133,15 +138,22 @@ func Run(ctx context.Context, dev blockdev.Device, opts Options) (Result, error)
 	for i := range subs {
 		s := &subs[i]
 		s.rng = rand.New(rand.NewPCG(opts.Seed, uint64(i)))
-		s.buf = make([]byte, opts.BlockSize)
+		s.buf = blockdev.AlignedBuffer(opts.BlockSize) // O_DIRECT devices start it asynchronously
 		for j := range s.buf {
 			s.buf[j] = byte(i + j)
 		}
 		s.next = (int64(i) * stripe) % blocks
 		s.lo, s.hi = s.next, min(s.next+stripe, blocks)
-		wg.Go(func() { s.run(dev, &opts, blocks, &stop) })
 	}
-	wg.Wait()
+	if a, ok := dev.(blockdev.Async); ok && !opts.Sync {
+		runAsync(dev, a, subs, &opts, blocks, &stop)
+	} else {
+		for i := range subs {
+			s := &subs[i]
+			wg.Go(func() { s.run(dev, &opts, blocks, &stop) })
+		}
+		wg.Wait()
+	}
 	elapsed := time.Since(start)
 	ru1 := rusage()
 
@@ -193,46 +205,56 @@ type submitter struct {
 }
 
 func (s *submitter) run(dev blockdev.Device, o *Options, blocks int64, stop *atomic.Bool) {
-	bs := int64(o.BlockSize)
 	for !stop.Load() {
-		var blk int64
-		if o.Random {
-			blk = s.rng.Int64N(blocks)
-		} else {
-			blk = s.next
-			s.next++
-			if s.next >= s.hi {
-				s.next = s.lo
-			}
-		}
-		read := o.RWMixRead == 100 || (o.RWMixRead > 0 && s.rng.IntN(100) < o.RWMixRead)
+		off, read := s.pick(o, blocks)
 		t0 := time.Now()
 		var err error
 		if read {
-			_, err = dev.ReadAt(s.buf, blk*bs)
+			_, err = dev.ReadAt(s.buf, off)
 		} else {
-			_, err = dev.WriteAt(s.buf, blk*bs)
+			_, err = dev.WriteAt(s.buf, off)
 		}
-		lat := time.Since(t0)
-		if err != nil {
-			s.errors++
-			if s.firstErr == nil {
-				s.firstErr = err
-			}
-			if errors.Is(err, blockdev.ErrClosed) {
-				return
-			}
-			continue
+		if !s.account(read, time.Since(t0), err) {
+			return
 		}
-		if read {
-			s.reads++
-		} else {
-			s.writes++
-		}
-		s.latSum += lat
-		s.latMax = max(s.latMax, lat)
-		s.hist.add(lat)
 	}
+}
+
+// pick chooses the next I/O: its offset and whether it is a read.
+func (s *submitter) pick(o *Options, blocks int64) (off int64, read bool) {
+	var blk int64
+	if o.Random {
+		blk = s.rng.Int64N(blocks)
+	} else {
+		blk = s.next
+		s.next++
+		if s.next >= s.hi {
+			s.next = s.lo
+		}
+	}
+	read = o.RWMixRead == 100 || (o.RWMixRead > 0 && s.rng.IntN(100) < o.RWMixRead)
+	return blk * int64(o.BlockSize), read
+}
+
+// account records one finished I/O; false means the device is closed and
+// the submitter stops.
+func (s *submitter) account(read bool, lat time.Duration, err error) bool {
+	if err != nil {
+		s.errors++
+		if s.firstErr == nil {
+			s.firstErr = err
+		}
+		return !errors.Is(err, blockdev.ErrClosed)
+	}
+	if read {
+		s.reads++
+	} else {
+		s.writes++
+	}
+	s.latSum += lat
+	s.latMax = max(s.latMax, lat)
+	s.hist.add(lat)
+	return true
 }
 
 func prefill(ctx context.Context, dev blockdev.Device, o Options) error {
