@@ -1,6 +1,7 @@
 package nvmetcp
 
 import (
+	"runtime/debug"
 	"sync"
 
 	"github.com/kura-io/kura/internal/blockdev"
@@ -24,6 +25,7 @@ type asyncIO struct {
 	probed  bool
 	queued  bool // operations started but not yet submitted
 	running bool // the completer goroutine runs
+	broken  bool // the device panicked in StartQueued: use the synchronous path
 
 	mu      sync.Mutex // guards doneQ
 	doneQ   []*slot    // finished operations not yet taken by the completer
@@ -52,7 +54,7 @@ func (q *queue) startAsync(s *slot) bool {
 		a.probed = true
 		a.dev, _ = q.ctrl.s.dev.(blockdev.Async)
 	}
-	if a.dev == nil {
+	if a.dev == nil || a.broken {
 		return false
 	}
 	c := q.ctrl
@@ -73,12 +75,29 @@ func (q *queue) startAsync(s *slot) bool {
 		go q.completer()
 	}
 	a.wg.Add(1)
-	if !a.dev.StartQueued(write, s.buf, int64(slba<<sub.lbaShift), s) {
+	if !q.tryStart(write, s, int64(slba<<sub.lbaShift)) {
 		a.wg.Done()
 		return false
 	}
 	a.queued = true
 	return true
+}
+
+// tryStart calls the device's StartQueued. A panic in the device is
+// contained like one on the synchronous path: it is logged, the queue stops
+// using the asynchronous path, and the command is refused, so the
+// synchronous path executes it (under exec's recover, which fails it with
+// Internal Error if the device panics again). A device that panics is
+// assumed not to have started the operation.
+func (q *queue) tryStart(write bool, s *slot, off int64) (started bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			q.t.log.Error("panic in device StartQueued; queue falls back to synchronous I/O",
+				"opcode", s.sqe.Opcode, "qid", q.qid, "panic", r, "stack", string(debug.Stack()))
+			q.as.broken, started = true, false
+		}
+	}()
+	return q.as.dev.StartQueued(write, s.buf, off, s)
 }
 
 // start prepares the completion lists for n slots. Reader only.
