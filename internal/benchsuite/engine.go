@@ -338,7 +338,7 @@ func kuraBenchTarget(ctx context.Context, env *Env, e *engine, t *Target, uri st
 		}
 		return ParseKuraBench(out)
 	}
-	t.Detail = "engine share over NVMe/TCP, driven by `kura bench` (Kura's NVMe/TCP initiator + internal/perf, one connection)"
+	t.Detail = "engine share over NVMe/TCP, driven by `kura bench` (Kura's NVMe/TCP initiator, 2 I/O queues, completions start the next I/O asynchronously; internal/perf)"
 	return t, nil
 }
 
