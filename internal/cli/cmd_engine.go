@@ -105,7 +105,7 @@ func defaultDataDir() string {
 // pread/pwrite do not hold up the Ps that serve sockets: measured at 4k
 // QD32 over NBD, 8 served ~1.35x the IOPS of 2 (docs/nbd.md,
 // "GOMAXPROCS"). With io_uring (the default) nothing blocks a P for long,
-// and extra Ps only add thread wake-ups: on 2 CPUs, 2 beat 8 by 4–20 % in
+// and extra Ps only add thread wake-ups: on 2 CPUs, 2 beat 8 by 2–22 % in
 // IOPS at 12–25 % less CPU per I/O (docs/benchmarks.md, "GOMAXPROCS"), so
 // the Go default stays. An explicit GOMAXPROCS in the environment wins.
 func engineGOMAXPROCS() {
