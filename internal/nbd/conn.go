@@ -82,6 +82,11 @@ type conn struct {
 
 	// ewmaNs is the moving average of inline request latency (reader only).
 	ewmaNs int64
+	// perFill is the moving average of requests decoded per socket read,
+	// times perFillScale; fillReqs counts them since the last read
+	// (reader only; see pollFirst).
+	perFill  int64
+	fillReqs int64
 
 	queued atomic.Int32 // replies waiting for wmu; the last one flushes
 	dirty  atomic.Bool  // replies appended but not flushed (reader deferred)
@@ -99,9 +104,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 		srv:  s,
 		nc:   nc,
 		done: make(chan struct{}),
-		br:   bufio.NewReaderSize(nc, readBufSize),
 		bw:   bufio.NewWriterSize(nc, writeBufSize),
 	}
+	c.br = bufio.NewReaderSize(newPollReader(c, nc), readBufSize)
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		c.addr = ta.AddrPort().Addr().Unmap()
 	}

@@ -71,6 +71,7 @@ func (c *conn) readRequest(r *request) error {
 	if _, err := io.ReadFull(c.br, r.hdr[:]); err != nil {
 		return err
 	}
+	c.fillReqs++
 	if err := decodeRequest(r, r.hdr[:]); err != nil {
 		return err
 	}
