@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
@@ -33,14 +34,35 @@ func TestAsyncStalledClient(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Client A: 32 MiB of READ replies it never reads, far more than the
-	// loopback socket buffers hold.
+	// Client A: 32 MiB of large READ replies (the writev path) it never
+	// reads, far more than the loopback socket buffers hold.
 	a := dial(t, s.Addr(), "disk", false)
 	const big = 256 << 10
 	for i := 0; i < numSlots; i++ {
 		a.send(0, cmdRead, uint64(i%(size/big))*big, big, nil)
 	}
-	time.Sleep(300 * time.Millisecond) // let the server fill A's socket
+	// Client A2: 64 MiB of 4 KiB READ replies, which the device's reaper
+	// writes itself while the socket takes them (replyDirect); its requests
+	// are written from a goroutine because the server stops reading them
+	// once every slot waits for the stalled socket.
+	a2 := dial(t, s.Addr(), "disk", false)
+	const small, nsmall = 4096, 16384
+	reqs := make([]byte, 0, nsmall*requestHeaderLen)
+	for i := 0; i < nsmall; i++ {
+		var h [requestHeaderLen]byte
+		binary.BigEndian.PutUint32(h[0:], magicRequest)
+		binary.BigEndian.PutUint16(h[6:], cmdRead)
+		binary.BigEndian.PutUint64(h[8:], uint64(i+1))
+		binary.BigEndian.PutUint64(h[16:], uint64(i%(size/small))*small)
+		binary.BigEndian.PutUint32(h[24:], small)
+		reqs = append(reqs, h[:]...)
+	}
+	go func() { _, _ = a2.nc.Write(reqs) }() // ends with an error when the test closes a2
+	time.Sleep(300 * time.Millisecond)       // let the server fill A's and A2's sockets
+	t.Logf("direct reply batches %d, %d of them short", s.directWrites.Load(), s.directShort.Load())
+	if s.directWrites.Load() == 0 {
+		t.Errorf("client A2's replies never took the direct path")
+	}
 
 	// Client B on the same device: QD1 and pipelined reads must complete.
 	b := dial(t, s.Addr(), "disk", false)

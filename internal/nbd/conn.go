@@ -93,8 +93,12 @@ type conn struct {
 	wmu    sync.Mutex   // guards bw and werr in transmission; held for buffer appends and flushes only, never across device I/O
 	bw     *bufio.Writer
 	werr   error
-	iov    [2][]byte   // writev scratch (under wmu)
-	bufs   net.Buffers // writev cursor over iov (under wmu)
+	iov    [2][]byte    // writev scratch (under wmu)
+	bufs   net.Buffers  // writev cursor over iov (under wmu)
+	direct directWriter // replies written from the completing goroutine (under wmu)
+	// pending is the unsent tail of a direct write (under wmu): it goes out
+	// before any other byte (drainPending).
+	pending []byte
 
 	closing atomic.Bool
 }
@@ -104,9 +108,11 @@ func newConn(s *Server, nc net.Conn) *conn {
 		srv:  s,
 		nc:   nc,
 		done: make(chan struct{}),
-		bw:   bufio.NewWriterSize(nc, writeBufSize),
 	}
-	c.br = bufio.NewReaderSize(newPollReader(c, nc), readBufSize)
+	c.bw = bufio.NewWriterSize(connWriter{c}, writeBufSize)
+	pr := newPollReader(c, nc)
+	c.br = bufio.NewReaderSize(pr, readBufSize)
+	c.direct.init(pr.rc)
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		c.addr = ta.AddrPort().Addr().Unmap()
 	}
@@ -235,6 +241,9 @@ func (c *conn) transmit(e *export) error {
 		<-c.replierDone
 	}
 	c.wmu.Lock()
+	if c.werr == nil {
+		c.werr = c.drainPending()
+	}
 	if c.werr == nil {
 		c.werr = c.bw.Flush()
 	}

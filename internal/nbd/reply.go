@@ -11,8 +11,14 @@ const largeReply = 64 << 10
 // READ is answered with one OFFSET_DATA chunk (or NONE for length 0) and
 // every error with an ERROR chunk; otherwise simple replies are used.
 func (c *conn) reply(r *request, code uint32, flush bool) {
-	h := r.rhdr[:]
-	var data []byte
+	h, data := c.encodeReply(r, code)
+	c.send(h, data, flush)
+}
+
+// encodeReply writes the reply header for r into r's scratch space and
+// returns it with the payload that follows it (nil if none).
+func (c *conn) encodeReply(r *request, code uint32) (h, data []byte) {
+	h = r.rhdr[:]
 	switch {
 	case c.structured && code != 0:
 		binary.BigEndian.PutUint32(h[0:], magicStructReply)
@@ -55,7 +61,7 @@ func (c *conn) reply(r *request, code uint32, flush bool) {
 			data = (*r.bufp)[:r.length]
 		}
 	}
-	c.send(h, data, flush)
+	return h, data
 }
 
 // send appends one reply to the connection's buffered writer. Replies
@@ -101,6 +107,9 @@ func (c *conn) flushPending() {
 	}
 	c.wmu.Lock()
 	if c.werr == nil {
+		c.werr = c.drainPending()
+	}
+	if c.werr == nil {
 		c.werr = c.bw.Flush()
 	}
 	c.dirty.Store(false)
@@ -114,6 +123,9 @@ func (c *conn) flushPending() {
 // writev sends hdr and data with one writev(2), after any buffered
 // replies. Called with wmu held.
 func (c *conn) writev(hdr, data []byte) error {
+	if err := c.drainPending(); err != nil {
+		return err
+	}
 	if c.bw.Buffered() > 0 {
 		if err := c.bw.Flush(); err != nil {
 			return err

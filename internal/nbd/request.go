@@ -216,15 +216,24 @@ func (r *request) IODone(n int, err error) {
 	c.doneMu.Unlock()
 }
 
-// IOFlush wakes the replier once the device has delivered a batch of
-// completions, so the whole batch is answered with one write(2).
+// IOFlush answers the batch of completions the device has delivered: on
+// the completing goroutine with one non-blocking write when it can
+// (replyDirect), otherwise by waking the replier, so the whole batch costs
+// one write(2) either way.
 func (r *request) IOFlush() {
 	c := r.c
+	if !c.replyDirect() {
+		c.wakeReplier()
+	}
+	c.wg.Done()
+}
+
+// wakeReplier makes the replier run once more.
+func (c *conn) wakeReplier() {
 	select {
 	case c.doneWake <- struct{}{}:
 	default: // a wake-up is already pending
 	}
-	c.wg.Done()
 }
 
 // replier answers finished asynchronous requests until transmit closes
@@ -232,6 +241,15 @@ func (r *request) IOFlush() {
 func (c *conn) replier() {
 	defer close(c.replierDone)
 	for range c.doneWake {
+		c.wmu.Lock()
+		if c.werr == nil {
+			c.werr = c.drainPending() // the tail of a direct write comes first
+		}
+		err := c.werr
+		c.wmu.Unlock()
+		if err != nil {
+			c.abort()
+		}
 		for {
 			c.doneMu.Lock()
 			q := c.doneQ

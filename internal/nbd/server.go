@@ -89,6 +89,8 @@ type Server struct {
 	wg           sync.WaitGroup // accept loop, ctx watcher, one per connection
 	workerStarts atomic.Int64   // per-connection workers started (tests, diagnostics)
 	pollWaits    atomic.Int64   // socket reads that waited in poll(2) first (tests, diagnostics)
+	directWrites atomic.Int64   // reply batches written by the completing goroutine (tests, diagnostics)
+	directShort  atomic.Int64   // of those, batches the socket took only part of
 
 	mu      sync.Mutex // guards the fields below and every export's conns; never held across I/O
 	ln      net.Listener
