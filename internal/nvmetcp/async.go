@@ -14,8 +14,11 @@ import (
 // it calls Submit before it could block (deadlineReader.Read, inline
 // execution, R2T), so the commands that arrived together reach the device
 // together. The device's reaping goroutine reports each completion to the
-// slot (IODone, IOFlush), and the queue's completer goroutine answers a
-// batch of them with one socket write. No worker goroutine is involved.
+// slot (IODone, IOFlush) and answers the batch itself with one
+// non-blocking socket write when the queue's writer is free (direct.go);
+// otherwise, and for what that write leaves, the queue's completer
+// goroutine answers with one (blocking) socket write. No worker goroutine
+// is involved.
 //
 // Ownership: dev, probed, queued and running belong to the reader. The
 // completer is started by the reader on first use and stopped by the
@@ -27,8 +30,8 @@ type asyncIO struct {
 	running bool // the completer goroutine runs
 	broken  bool // the device panicked in StartQueued: use the synchronous path
 
-	mu      sync.Mutex // guards doneQ
-	doneQ   []*slot    // finished operations not yet taken by the completer
+	mu      sync.Mutex // guards doneQ (taken after out.mu, never before)
+	doneQ   []*slot    // finished operations not yet taken by the completer or completeDirect
 	doneBuf []*slot    // the completer's half of the double buffer
 	wake    chan struct{}
 	end     chan struct{}  // closed when the completer has exited
@@ -133,8 +136,8 @@ func (a *asyncIO) stop() {
 
 // IODone records the result of s's asynchronous Read or Write
 // (blockdev.IOCompletion). It runs on the device's reaping goroutine, so it
-// only queues s for the completer: a host that stops reading must not
-// stall the device for its other users.
+// only queues s for IOFlush or the completer: a host that stops reading
+// must not stall the device for its other users.
 func (s *slot) IODone(n int, err error) {
 	switch {
 	case err != nil:
@@ -148,24 +151,35 @@ func (s *slot) IODone(n int, err error) {
 	a.mu.Unlock()
 }
 
-// IOFlush wakes the completer after the device delivered a batch of
-// completions (blockdev.IOCompletion). s may already be reused by then;
-// only its queue is used.
+// IOFlush answers the batch of completions the device has delivered
+// (blockdev.IOCompletion): on the reaping goroutine with one non-blocking
+// write when it can (completeDirect), otherwise by waking the completer.
+// s may already be reused by then; only its queue is used.
 func (s *slot) IOFlush() {
-	a := &s.q.as
+	q := s.q
+	if !q.completeDirect() {
+		q.as.wakeCompleter()
+	}
+	q.as.wg.Done()
+}
+
+// wakeCompleter makes the completer run once more. Only while an IOFlush
+// runs (a.wg counts it), so wake is open.
+func (a *asyncIO) wakeCompleter() {
 	select {
 	case a.wake <- struct{}{}:
 	default: // a wake-up is pending
 	}
-	a.wg.Done()
 }
 
 // completer answers finished asynchronous commands in batches until stop
-// closes wake.
+// closes wake. It also sends what a direct write left pending, and starts
+// commands deferred for buffers that a direct write's release freed.
 func (q *queue) completer() {
 	a := &q.as
 	defer close(a.end)
 	for range a.wake {
+		q.drainPending()
 		for {
 			a.mu.Lock()
 			batch := a.doneQ
@@ -176,7 +190,19 @@ func (q *queue) completer() {
 			}
 			q.completeBatch(batch)
 		}
+		if q.ndeferred.Load() > 0 {
+			q.kick()
+		}
 	}
+}
+
+// drainPending sends the tail a direct write left, blocking if it must.
+func (q *queue) drainPending() {
+	q.out.mu.Lock()
+	if len(q.out.pending) > 0 {
+		q.flushLocked()
+	}
+	q.out.mu.Unlock()
 }
 
 // completeBatch sends the data and responses of finished commands with one

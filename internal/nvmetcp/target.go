@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
@@ -104,6 +105,11 @@ type ControllerInfo struct {
 type Target struct {
 	cfg TargetConfig
 	log *slog.Logger
+
+	// Batches of asynchronous completions the device's reaper wrote itself
+	// (direct.go), and of those the ones the socket took only part of
+	// (tests, diagnostics).
+	directWrites, directShort atomic.Int64
 
 	mu      sync.Mutex // guards everything below
 	ln      net.Listener

@@ -12,14 +12,21 @@ import (
 // flushes while another flush is in progress leaves its bytes to that
 // flusher, which loops until the buffer is empty. Under load many PDUs leave
 // in one write syscall; alone, a PDU leaves at once.
+//
+// pending is the unsent tail of a direct write (direct.go): bytes already
+// committed to the stream, so every write sends them before anything else.
+// Only the direct path sets it, under mu while nothing is buffered or being
+// written; a flusher takes it under mu and writes it with mu released.
 type batchWriter struct {
 	mu       sync.Mutex // guards everything below, and the Encoder using it
 	w        io.Writer
 	buf      []byte
 	spare    []byte
+	pending  []byte
 	flushing bool
 	err      error
-	vec      [3][]byte // writev scratch, used by the flusher only
+	vec      [4][]byte       // writev scratch, used by the flusher only
+	trailer  [digestLen]byte // WriteData's trailer while its writev runs
 }
 
 // maxKeptBuffer bounds the memory a queue keeps between bursts;
@@ -49,13 +56,20 @@ func (b *batchWriter) Flush() error {
 		return b.err
 	}
 	b.flushing = true
-	for len(b.buf) > 0 && b.err == nil {
-		out := b.buf
+	for (len(b.buf) > 0 || len(b.pending) > 0) && b.err == nil {
+		out, pend := b.buf, b.pending
 		b.buf = b.spare[:0]
 		b.mu.Unlock()
 		raceSync()
-		_, err := b.w.Write(out)
+		var err error
+		if len(pend) > 0 {
+			_, err = b.w.Write(pend)
+		}
+		if err == nil && len(out) > 0 {
+			_, err = b.w.Write(out)
+		}
 		b.mu.Lock()
+		b.pending = nil
 		if cap(out) > maxKeptBuffer {
 			out = make([]byte, 0, 64<<10)
 		}
@@ -68,8 +82,25 @@ func (b *batchWriter) Flush() error {
 	return b.err
 }
 
-// Buffered returns the number of bytes not yet written. Caller holds mu.
+// Buffered returns the number of bytes not yet written, not counting a
+// pending tail. Caller holds mu.
 func (b *batchWriter) Buffered() int { return len(b.buf) }
+
+// idle reports whether nothing is buffered, pending or being written and
+// no write has failed: the next byte written would be the next on the
+// wire. Caller holds mu.
+func (b *batchWriter) idle() bool {
+	return len(b.buf) == 0 && len(b.pending) == 0 && !b.flushing && b.err == nil
+}
+
+// swapBuf replaces the buffer PDUs are appended to and returns the old
+// one. The direct path encodes into its own buffer this way. Caller holds
+// mu.
+func (b *batchWriter) swapBuf(p []byte) []byte {
+	old := b.buf
+	b.buf = p
+	return old
+}
 
 // WriteData appends a PDU's data segment and trailer (data digest). Large
 // payloads are not copied: when no flush is in progress, the buffered bytes
@@ -88,13 +119,20 @@ func (b *batchWriter) WriteData(p, trailer []byte) error {
 	b.flushing = true
 	out := b.buf
 	b.buf = b.spare[:0]
-	b.vec = [3][]byte{out, p, trailer}
-	bufs := net.Buffers(b.vec[:])
+	bufs := net.Buffers(b.vec[:0])
+	if len(b.pending) > 0 { // the tail of a direct write comes first
+		bufs = append(bufs, b.pending)
+	}
+	// The caller's trailer is its Encoder's scratch, which the next PDU
+	// (appended while mu is released) overwrites: send a copy.
+	tr := b.trailer[:copy(b.trailer[:], trailer)]
+	bufs = append(bufs, out, p, tr)
 	b.mu.Unlock()
 	raceSync()
 	_, err := bufs.WriteTo(b.w)
 	b.mu.Lock()
-	b.vec = [3][]byte{}
+	b.vec = [4][]byte{}
+	b.pending = nil
 	b.spare = out[:0]
 	if err != nil {
 		b.err = err
