@@ -35,9 +35,12 @@ type crashReplica struct {
 	// written holds the expected content of blocks whose write was
 	// flushed (acknowledged Flush after the write).
 	written map[int64][]byte
-	// pending holds blocks written since the last acknowledged flush:
-	// after a crash each 512-byte sector holds the old or the new data.
-	pending map[int64][]byte
+	// pending holds every version of the blocks written since the last
+	// acknowledged flush, in order: after a crash each 512-byte sector
+	// holds the flushed data or one of them (a block written twice before
+	// a flush may keep the first write if the engine dies before the
+	// second).
+	pending map[int64][][]byte
 }
 
 // crashModel is what the workload knows was made durable.
@@ -146,7 +149,7 @@ func crashWorkload(ctx context.Context, rc enginev1.ReplicaServiceClient, nbdAdd
 		case op < 2 && len(live) < 6 || len(live) == 0:
 			m.next++
 			r := &crashReplica{name: fmt.Sprintf("r%d", m.next), size: int64(4+rng.IntN(12)) << 20, thin: rng.IntN(2) == 0,
-				written: map[int64][]byte{}, pending: map[int64][]byte{}}
+				written: map[int64][]byte{}, pending: map[int64][][]byte{}}
 			m.reps[r.name] = r
 			if _, err := rc.CreateReplica(ctx, &enginev1.CreateReplicaRequest{Pool: "cpool", Name: r.name, Size: uint64(r.size), Thin: r.thin,
 				Share: &enginev1.ShareOptions{Protocol: enginev1.ShareProtocol_SHARE_PROTOCOL_NBD}}); err != nil {
@@ -196,7 +199,7 @@ func crashWorkload(ctx context.Context, rc enginev1.ReplicaServiceClient, nbdAdd
 				blk := rng.Int64N(r.size / crashBlock)
 				buf := make([]byte, crashBlock)
 				fillBlock(buf, rng.Uint64())
-				r.pending[blk] = buf
+				r.pending[blk] = append(r.pending[blk], buf)
 				if err := c.WriteAt(buf, blk*crashBlock); err != nil {
 					return err
 				}
@@ -204,8 +207,8 @@ func crashWorkload(ctx context.Context, rc enginev1.ReplicaServiceClient, nbdAdd
 			if err := c.Flush(); err != nil {
 				return err
 			}
-			for blk, b := range r.pending {
-				r.written[blk] = b
+			for blk, vs := range r.pending {
+				r.written[blk] = vs[len(vs)-1]
 			}
 			m.flushes++
 			m.blocks += len(r.pending)
@@ -301,11 +304,16 @@ func crashVerifyData(t *testing.T, dev blockdev.Device, r *crashReplica, cycle i
 		if !ok {
 			old = zero
 		}
-		if nw, ok := r.pending[blk]; ok {
-			// Unflushed: every sector is old or new.
+		if vs, ok := r.pending[blk]; ok {
+			// Unflushed: every sector is the flushed data or one of the
+			// versions written since.
 			for s := 0; s < crashBlock; s += 512 {
-				if !bytes.Equal(buf[s:s+512], old[s:s+512]) && !bytes.Equal(buf[s:s+512], nw[s:s+512]) {
-					t.Fatalf("cycle %d: %s block %d sector %d is neither the flushed nor the unflushed data", cycle, r.name, blk, s/512)
+				match := bytes.Equal(buf[s:s+512], old[s:s+512])
+				for _, nw := range vs {
+					match = match || bytes.Equal(buf[s:s+512], nw[s:s+512])
+				}
+				if !match {
+					t.Fatalf("cycle %d: %s block %d sector %d is neither the flushed nor any unflushed data", cycle, r.name, blk, s/512)
 				}
 			}
 			r.written[blk] = slices.Clone(buf)
