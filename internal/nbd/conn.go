@@ -44,7 +44,7 @@ type asyncDevice interface {
 // neg and the slot it is filling; workers own the slots handed to them.
 type conn struct {
 	srv  *Server
-	nc   net.Conn
+	sock sock // the socket: netpoll or raw mode (sock.go)
 	addr netip.Addr
 	log  *slog.Logger
 	done chan struct{} // closed after serve returned and c was unregistered
@@ -80,8 +80,11 @@ type conn struct {
 	budget      budget        // large payload bytes in flight
 	wg          sync.WaitGroup
 
-	// ewmaNs is the moving average of inline request latency (reader only).
+	// ewmaNs is the moving average of inline request latency; below
+	// fastNs (Server.fastNs, normally fastDeviceNs) the device counts as
+	// fast (reader only).
 	ewmaNs int64
+	fastNs int64
 	// perFill is the moving average of requests decoded per socket read,
 	// times perFillScale; fillReqs counts them since the last read
 	// (reader only; see pollFirst).
@@ -90,11 +93,13 @@ type conn struct {
 
 	queued atomic.Int32 // replies waiting for wmu; the last one flushes
 	dirty  atomic.Bool  // replies appended but not flushed (reader deferred)
-	wmu    sync.Mutex   // guards bw and werr in transmission; held for buffer appends and flushes only, never across device I/O
+	// wmu guards bw, werr, direct, pending and every write to the socket
+	// in transmission; the reader also holds it (with sock.mu) to switch
+	// the socket's mode. Held for buffer appends, flushes and socket
+	// writes, never across device I/O.
+	wmu    sync.Mutex
 	bw     *bufio.Writer
 	werr   error
-	iov    [2][]byte    // writev scratch (under wmu)
-	bufs   net.Buffers  // writev cursor over iov (under wmu)
 	direct directWriter // replies written from the completing goroutine (under wmu)
 	// pending is the unsent tail of a direct write (under wmu): it goes out
 	// before any other byte (drainPending).
@@ -106,13 +111,11 @@ type conn struct {
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		srv:  s,
-		nc:   nc,
 		done: make(chan struct{}),
 	}
+	c.sock.init(nc)
 	c.bw = bufio.NewWriterSize(connWriter{c}, writeBufSize)
-	pr := newPollReader(c, nc)
-	c.br = bufio.NewReaderSize(pr, readBufSize)
-	c.direct.init(pr.rc)
+	c.br = bufio.NewReaderSize(&pollReader{c: c}, readBufSize)
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		c.addr = ta.AddrPort().Addr().Unmap()
 	}
@@ -126,25 +129,24 @@ func (c *conn) shutdown() {
 	if c.closing.Swap(true) {
 		return
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
-	if cr, ok := c.nc.(interface{ CloseRead() error }); ok {
-		if cr.CloseRead() == nil {
-			return
-		}
-	}
-	_ = c.nc.Close()
+	c.sock.shutdownRead(time.Now().Add(drainTimeout))
 }
 
-// abort closes the socket at once (after a write error).
+// abort stops the socket at once (after a write error).
 func (c *conn) abort() {
 	c.closing.Store(true)
-	_ = c.nc.Close()
+	c.sock.abort()
 }
 
 // serve runs the connection to its end and closes the socket.
 func (c *conn) serve() {
-	defer c.nc.Close()
-	_ = c.nc.SetDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
+	defer func() {
+		if c.sock.close() {
+			c.srv.rawConns.Add(-1)
+		}
+	}()
+	// Netpoll mode until transmission (only the reader switches modes).
+	_ = c.sock.nc.SetDeadline(time.Now().Add(c.srv.cfg.HandshakeTimeout))
 	e, err := c.negotiate()
 	if err != nil {
 		c.logEnd("nbd negotiation ended", err)
@@ -157,7 +159,7 @@ func (c *conn) serve() {
 	if c.closing.Load() {
 		return
 	}
-	_ = c.nc.SetDeadline(time.Time{})
+	_ = c.sock.nc.SetDeadline(time.Time{})
 	c.log.Debug("nbd client attached", "export", e.name, "structured", c.neg.structured)
 	err = c.transmit(e)
 	c.logEnd("nbd client disconnected", err)
@@ -191,6 +193,7 @@ func (c *conn) transmit(e *export) error {
 	c.blockStatusOn = c.neg.blockStatus
 	c.neg.metaExp = nil
 	c.neg.buf = nil
+	c.fastNs = c.srv.fastNs.Load()
 
 	slots := make([]request, numSlots)
 	c.free = make(chan *request, numSlots)
@@ -224,7 +227,7 @@ func (c *conn) transmit(e *export) error {
 			c.finish(r)
 			break
 		}
-		if c.inflight.Load() == 0 && (c.br.Buffered() == 0 || c.ewmaNs < fastDeviceNs) {
+		if c.inflight.Load() == 0 && (c.br.Buffered() == 0 || c.ewmaNs < c.fastNs) {
 			c.processInline(r)
 			continue
 		}

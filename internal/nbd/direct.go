@@ -1,62 +1,13 @@
 package nbd
 
-import (
-	"syscall"
-)
-
 // directBufSize bounds the replies one direct write carries; replies with
 // more data than largeReply never take the direct path.
 const directBufSize = 256 << 10
 
 // directWriter writes replies without blocking (all fields under conn.wmu).
 type directWriter struct {
-	rc  syscall.RawConn // nil when the connection is not a socket: no direct path
-	buf []byte          // encoded replies of one batch (allocated on first use)
+	buf []byte // encoded replies of one batch (allocated on first use)
 	q   [numSlots]*request
-
-	// Arguments and results of writeFn.
-	wb      []byte
-	n       int
-	err     error
-	writeFn func(fd uintptr) bool
-}
-
-func (d *directWriter) init(rc syscall.RawConn) {
-	d.rc = rc
-	d.writeFn = d.write
-}
-
-// write is the RawConn callback: write as much of wb as the socket takes
-// now; it never asks to wait.
-func (d *directWriter) write(fd uintptr) bool {
-	for d.n < len(d.wb) {
-		// syscall.Write, not unix.Write: it releases the race detector's
-		// happens-before edge that readers of the socket acquire.
-		m, err := syscall.Write(int(fd), d.wb[d.n:])
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return true
-		case err != nil:
-			d.err = err
-			return true
-		}
-		d.n += m
-	}
-	return true
-}
-
-// writeNow writes what the socket takes of b without blocking and returns
-// how much that was.
-func (d *directWriter) writeNow(b []byte) (int, error) {
-	d.wb, d.n, d.err = b, 0, nil
-	err := d.rc.Write(d.writeFn)
-	d.wb = nil
-	if err == nil {
-		err = d.err
-	}
-	return d.n, err
 }
 
 // replyDirect answers the finished asynchronous requests on the goroutine
@@ -68,7 +19,7 @@ func (d *directWriter) writeNow(b []byte) (int, error) {
 // write. A client that stops reading therefore never stalls the device.
 func (c *conn) replyDirect() bool {
 	d := &c.direct
-	if d.rc == nil || !c.wmu.TryLock() {
+	if !c.sock.socket || !c.wmu.TryLock() {
 		return false
 	}
 	// bw may hold the tail of a reply whose head it has already written
@@ -110,7 +61,7 @@ func (c *conn) replyDirect() bool {
 	var err error
 	if len(buf) > 0 {
 		var w int
-		w, err = d.writeNow(buf)
+		w, err = c.sock.writeNow(buf)
 		c.srv.directWrites.Add(1)
 		if err != nil {
 			c.werr = err
@@ -144,7 +95,7 @@ func (c *conn) drainPending() error {
 	if len(c.pending) == 0 {
 		return nil
 	}
-	_, err := c.nc.Write(c.pending)
+	_, err := c.sock.Write(c.pending)
 	c.pending = c.pending[:0]
 	return err
 }
@@ -157,5 +108,5 @@ func (w connWriter) Write(p []byte) (int, error) {
 	if err := w.c.drainPending(); err != nil {
 		return 0, err
 	}
-	return w.c.nc.Write(p)
+	return w.c.sock.Write(p)
 }

@@ -26,7 +26,7 @@ func TestPollFirstDecision(t *testing.T) {
 		{"qd1 after a deep phase", true, 0, 2_000, syncClientPerFill + 8, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &conn{ewmaNs: tc.ewmaNs, perFill: tc.perFill, fillReqs: tc.fillReqs}
+			c := &conn{ewmaNs: tc.ewmaNs, fastNs: fastDeviceNs, perFill: tc.perFill, fillReqs: tc.fillReqs}
 			if tc.dev {
 				c.dev = slowDevice{}
 			}
@@ -41,9 +41,9 @@ func TestPollFirstDecision(t *testing.T) {
 	}
 }
 
-// A queue-depth-1 client on a memory export is served through poll(2);
-// an idle connection parks in the netpoller instead of polling on, and a
-// server shutdown ends it at once.
+// A queue-depth-1 client on a memory export is served through poll(2)
+// (in raw mode, see rawsock_test.go); an idle connection parks in the
+// netpoller instead of polling on, and a server shutdown ends it at once.
 func TestPollFirstQD1(t *testing.T) {
 	s, _ := startServer(t, 4<<20, 512, ExportOptions{})
 	c := dial(t, s.Addr(), "disk", true)

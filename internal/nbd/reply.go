@@ -131,9 +131,5 @@ func (c *conn) writev(hdr, data []byte) error {
 			return err
 		}
 	}
-	c.iov[0], c.iov[1] = hdr, data
-	c.bufs = c.iov[:]
-	_, err := c.bufs.WriteTo(c.nc)
-	c.iov[0], c.iov[1] = nil, nil
-	return err
+	return c.sock.writev(hdr, data)
 }

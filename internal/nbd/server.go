@@ -91,6 +91,10 @@ type Server struct {
 	pollWaits    atomic.Int64   // socket reads that waited in poll(2) first (tests, diagnostics)
 	directWrites atomic.Int64   // reply batches written by the completing goroutine (tests, diagnostics)
 	directShort  atomic.Int64   // of those, batches the socket took only part of
+	rawEnters    atomic.Int64   // sockets taken out of the netpoller (sock.go; tests, diagnostics)
+	rawConns     atomic.Int64   // connections whose socket is out of the netpoller now
+	rawIdleMs    atomic.Int64   // a raw-mode reader idle this long goes back to the netpoller (tests change it)
+	fastNs       atomic.Int64   // fastDeviceNs (tests raise it: the race detector slows memory devices)
 
 	mu      sync.Mutex // guards the fields below and every export's conns; never held across I/O
 	ln      net.Listener
@@ -115,13 +119,16 @@ func NewServer(cfg Config) *Server {
 	if cfg.MaxWorkers <= 0 {
 		cfg.MaxWorkers = 16
 	}
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "nbd"),
 		exports: map[string]*export{},
 		conns:   map[*conn]struct{}{},
 		closeCh: make(chan struct{}),
 	}
+	s.rawIdleMs.Store(rawIdleMs)
+	s.fastNs.Store(fastDeviceNs)
+	return s
 }
 
 // Start listens on the configured address and serves clients until Close,

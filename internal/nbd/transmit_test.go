@@ -341,14 +341,7 @@ func TestCloseStopsEverything(t *testing.T) {
 		c.expectEOF()
 	}
 	half.expectEOF()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before+1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before+1 {
-		buf := make([]byte, 1<<16)
-		t.Fatalf("%d goroutines left (before %d):\n%s", n, before, buf[:runtime.Stack(buf, true)])
-	}
+	checkGoroutines(t, before)
 	if _, err := s.Exports(), s.Close(); err != nil {
 		t.Fatal(err)
 	}

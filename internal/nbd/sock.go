@@ -1,0 +1,419 @@
+package nbd
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// rawIdleMs: a raw-mode reader that has waited this long in poll(2)
+	// without a request puts the socket back into the netpoller and parks
+	// there, so an idle connection does not keep a thread blocked.
+	rawIdleMs = 50
+	// rawLeaveReads: the reader leaves raw mode after this many
+	// consecutive socket reads for which pollFirst said no (deeper queue,
+	// slow device, requests in flight), so one odd read does not cost two
+	// mode switches.
+	rawLeaveReads = 4
+	// rawWriteWaitMs bounds one poll(2) of a raw-mode writer waiting for
+	// socket space, so a write deadline set by shutdown while it waits
+	// takes effect.
+	rawWriteWaitMs = 100
+)
+
+// sock is the connection's socket, in one of two modes.
+//
+// Netpoll mode: nc, the net.Conn, registered with the Go runtime's epoll.
+// Raw mode: fd, a duplicate of the socket, and nc closed. Closing nc makes
+// the runtime delete the descriptor from its epoll (internal/poll
+// FD.destroy → runtime netpollclose → EPOLL_CTL_DEL) before close(2); the
+// duplicate keeps the connection open and shares its O_NONBLOCK file
+// status. A request arriving on a raw socket wakes only
+// the reader waiting for it in poll(2); on a registered one it also wakes
+// a runtime thread sleeping in epoll_wait whenever any other goroutine of
+// the process (the listener's Accept, gRPC, NVMe/TCP) waits in the
+// netpoller: ≈ 2 context switches per request at queue depth 1.
+//
+// The reader switches modes (enterRaw, leaveRaw); everything else only
+// uses the current one. In raw mode reads wait in poll(2) and writes loop
+// on write(2) and poll(2); system calls go through package syscall, not
+// x/sys/unix, for read and write, because syscall's wrappers carry the
+// race detector's happens-before edge between a socket write and the read
+// that returns its bytes.
+//
+// Raw-mode descriptors are never closed while another thread may use
+// them (the number could be reused): shutdown and abort use shutdown(2),
+// which wakes the reader in poll(2) and fails writers; the descriptor is
+// closed by close, when serve ends, or by leaveRaw under both locks.
+type sock struct {
+	// mu serialises mode switches with shutdown, abort and close, which
+	// run on other goroutines and cannot take conn.wmu (a writer blocked
+	// on a full socket may hold it). It guards nc, rc, fd, raw and closed:
+	// the reader changes them holding conn.wmu and mu, writers read them
+	// holding conn.wmu, and the reader reads them without a lock (it is
+	// the only goroutine that changes them). Never held across blocking
+	// I/O.
+	mu     sync.Mutex
+	nc     net.Conn        // netpoll mode; nil in raw mode
+	rc     syscall.RawConn // nc's, in netpoll mode when socket
+	fd     int             // raw mode: the duplicated descriptor, else -1
+	raw    bool
+	closed bool // close ran: nothing may touch the socket any more
+
+	// socket: nc is a socket with a RawConn (fixed at init). Other
+	// connections (net.Pipe in tests) never enter raw mode and have no
+	// direct (non-blocking) write path.
+	socket bool
+
+	// wdeadline is when raw-mode writes start failing (UnixNano, 0 =
+	// none); shutdown sets it, like SetWriteDeadline in netpoll mode.
+	wdeadline atomic.Int64
+
+	rfds [1]unix.PollFd // the reader's poll set (reader only)
+
+	// Writer scratch, all under conn.wmu.
+	wfds  [1]unix.PollFd   // raw writers' poll set
+	iovec [2]syscall.Iovec // raw writev
+	iov   [2][]byte        // netpoll writev
+	bufs  net.Buffers      // netpoll writev cursor over iov
+	// writeNow's RawConn callback and its arguments and results.
+	wb      []byte
+	wn      int
+	wErr    error
+	writeFn func(fd uintptr) bool
+}
+
+func (s *sock) init(nc net.Conn) {
+	s.nc, s.fd = nc, -1
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			s.rc, s.socket = rc, true
+		}
+	}
+	s.writeFn = s.writeCb
+}
+
+// readRaw reads into b in raw mode (reader only). With wait set it first
+// waits in poll(2) for up to idleMs; idle reports that nothing arrived in
+// that time.
+func (s *sock) readRaw(b []byte, wait bool, idleMs int) (n int, idle bool, err error) {
+	if len(b) == 0 {
+		return 0, false, nil
+	}
+	for {
+		if wait {
+			wait = false
+			s.rfds[0] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN}
+			for {
+				m, err := unix.Poll(s.rfds[:], idleMs)
+				if err == syscall.EINTR {
+					continue // may stretch the idle wait; harmless
+				}
+				if m == 0 && err == nil {
+					return 0, true, nil
+				}
+				break // readable, hung up or a poll error: read tells
+			}
+		}
+		n, err := syscall.Read(s.fd, b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			wait = true
+			continue
+		case err != nil:
+			return 0, false, err
+		case n == 0:
+			return 0, false, io.EOF
+		}
+		return n, false, nil
+	}
+}
+
+// Write writes all of b, blocking until the socket takes it (conn.wmu
+// held).
+func (s *sock) Write(b []byte) (int, error) {
+	if !s.raw {
+		return s.nc.Write(b)
+	}
+	n := 0
+	for n < len(b) {
+		m, err := syscall.Write(s.fd, b[n:])
+		if m > 0 {
+			n += m
+		}
+		if err != nil {
+			if err = s.retryWrite(err); err != nil {
+				return n, err
+			}
+		} else if m <= 0 {
+			return n, io.ErrShortWrite
+		}
+	}
+	return n, nil
+}
+
+// writev writes hdr and data with one writev(2) where the socket takes
+// them at once, without copying data (conn.wmu held).
+func (s *sock) writev(hdr, data []byte) error {
+	if !s.raw {
+		s.iov[0], s.iov[1] = hdr, data
+		s.bufs = s.iov[:]
+		_, err := s.bufs.WriteTo(s.nc)
+		s.iov[0], s.iov[1] = nil, nil
+		return err
+	}
+	for len(hdr)+len(data) > 0 {
+		var m int
+		var err error
+		switch {
+		case len(hdr) == 0:
+			m, err = syscall.Write(s.fd, data)
+		case raceEnabled:
+			// syscall.Write publishes the race detector's edge (see
+			// above); a raw writev cannot.
+			m, err = syscall.Write(s.fd, hdr)
+		default:
+			m, err = s.writev2(hdr, data)
+		}
+		if m > 0 {
+			if m >= len(hdr) {
+				data, hdr = data[m-len(hdr):], nil
+			} else {
+				hdr = hdr[m:]
+			}
+		}
+		if err != nil {
+			if err = s.retryWrite(err); err != nil {
+				return err
+			}
+		} else if m <= 0 {
+			return io.ErrShortWrite
+		}
+	}
+	return nil
+}
+
+// writev2 is one writev(2) of a and b (both non-empty) on the raw socket.
+func (s *sock) writev2(a, b []byte) (int, error) {
+	s.iovec[0].Base, s.iovec[1].Base = &a[0], &b[0]
+	s.iovec[0].SetLen(len(a))
+	s.iovec[1].SetLen(len(b))
+	r, _, e := syscall.Syscall(syscall.SYS_WRITEV, uintptr(s.fd), uintptr(unsafe.Pointer(&s.iovec[0])), 2)
+	s.iovec = [2]syscall.Iovec{}
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// retryWrite handles a raw write error: nil after EINTR, or after EAGAIN
+// once the socket may take more (or a slice of rawWriteWaitMs passed);
+// os.ErrDeadlineExceeded past the shutdown deadline; else err.
+func (s *sock) retryWrite(err error) error {
+	switch err {
+	case syscall.EINTR:
+		return nil
+	case syscall.EAGAIN:
+	default:
+		return err
+	}
+	ms := rawWriteWaitMs
+	if dl := s.wdeadline.Load(); dl != 0 {
+		left := dl - time.Now().UnixNano()
+		if left <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		ms = min(ms, int((left+int64(time.Millisecond)-1)/int64(time.Millisecond)))
+	}
+	s.wfds[0] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLOUT}
+	if _, err := unix.Poll(s.wfds[:], ms); err != nil && err != syscall.EINTR {
+		return err
+	}
+	return nil // writable, hung up, or the slice passed: the next write tells
+}
+
+// writeNow writes what the socket takes of b now, without blocking, and
+// returns how much that was (conn.wmu held; socket only).
+func (s *sock) writeNow(b []byte) (int, error) {
+	if s.raw {
+		return writeSome(s.fd, b)
+	}
+	s.wb, s.wn, s.wErr = b, 0, nil
+	err := s.rc.Write(s.writeFn)
+	s.wb = nil
+	if err == nil {
+		err = s.wErr
+	}
+	return s.wn, err
+}
+
+// writeCb is writeNow's RawConn callback: it never asks to wait.
+func (s *sock) writeCb(fd uintptr) bool {
+	s.wn, s.wErr = writeSome(int(fd), s.wb)
+	return true
+}
+
+// writeSome writes what fd takes of b now.
+func writeSome(fd int, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := syscall.Write(fd, b[n:])
+		if m > 0 {
+			n += m
+		}
+		switch {
+		case err == syscall.EINTR:
+		case err == syscall.EAGAIN:
+			return n, nil
+		case err != nil:
+			return n, err
+		case m <= 0:
+			return n, io.ErrShortWrite
+		}
+	}
+	return n, nil
+}
+
+// shutdownRead stops reads at once (a reader waiting wakes with EOF) and
+// lets writes go on until deadline. Any goroutine.
+func (s *sock) shutdownRead(deadline time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+	case s.raw:
+		s.wdeadline.Store(deadline.UnixNano())
+		// Even on a socket the peer already closed (ENOTCONN), Linux
+		// marks it shut down and wakes its waiters.
+		_ = syscall.Shutdown(s.fd, syscall.SHUT_RD)
+	default:
+		_ = s.nc.SetWriteDeadline(deadline)
+		if cr, ok := s.nc.(interface{ CloseRead() error }); ok && cr.CloseRead() == nil {
+			return
+		}
+		_ = s.nc.Close()
+	}
+}
+
+// abort stops reads and writes at once. Any goroutine.
+func (s *sock) abort() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+	case s.raw:
+		_ = syscall.Shutdown(s.fd, syscall.SHUT_RDWR)
+	default:
+		_ = s.nc.Close()
+	}
+}
+
+// close closes the socket; nothing may use it afterwards (the reader,
+// when serve ends). It reports whether the socket was in raw mode.
+func (s *sock) close() (wasRaw bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.closed = true
+	if s.raw {
+		_ = syscall.Close(s.fd)
+		s.fd = -1
+		return true
+	}
+	_ = s.nc.Close()
+	return false
+}
+
+// enterRaw takes the socket out of the runtime's netpoller (reader only,
+// in transmission, socket only). It holds wmu, so no writer and no direct
+// write runs meanwhile, and sock.mu against shutdown and abort. It does
+// nothing when a writer holds wmu (the reader does not wait for a writer
+// that may be blocked on the client: it tries again on a later read), once
+// the connection is closing, or when no descriptor is left.
+func (c *conn) enterRaw() {
+	s := &c.sock
+	if !c.wmu.TryLock() {
+		return
+	}
+	s.mu.Lock()
+	if !s.raw && !s.closed && !c.closing.Load() {
+		fd := -1
+		var derr error
+		err := s.rc.Control(func(sysfd uintptr) {
+			fd, derr = unix.FcntlInt(sysfd, unix.F_DUPFD_CLOEXEC, 0)
+		})
+		switch {
+		case err != nil || derr != nil:
+			if fd >= 0 {
+				_ = syscall.Close(fd)
+			}
+		case s.nc.Close() != nil:
+			// Cannot happen (nobody else closes nc without mu); keep the
+			// socket as it was.
+			_ = syscall.Close(fd)
+		default:
+			s.nc, s.rc, s.fd, s.raw = nil, nil, fd, true
+			c.srv.rawEnters.Add(1)
+			c.srv.rawConns.Add(1)
+		}
+	}
+	s.mu.Unlock()
+	c.wmu.Unlock()
+}
+
+// leaveRaw registers the socket with the runtime's netpoller again
+// (reader only; locks as enterRaw, and likewise does nothing while a
+// writer holds wmu). Once the connection is closing it stays raw: shutdown
+// and abort have acted on the raw descriptor, and close closes it. On
+// failure it stays raw.
+func (c *conn) leaveRaw() {
+	s := &c.sock
+	if !c.wmu.TryLock() {
+		return
+	}
+	s.mu.Lock()
+	if s.raw && !s.closed && !c.closing.Load() {
+		if nc, err := fileConn(s.fd); err == nil {
+			if sc, ok := nc.(syscall.Conn); ok {
+				if rc, err := sc.SyscallConn(); err == nil {
+					_ = syscall.Close(s.fd)
+					s.nc, s.rc, s.fd, s.raw = nc, rc, -1, false
+					c.srv.rawConns.Add(-1)
+				}
+			}
+			if s.raw {
+				_ = nc.Close()
+			}
+		}
+	}
+	s.mu.Unlock()
+	c.wmu.Unlock()
+}
+
+// fileConn returns a net.Conn, registered with the netpoller, for a
+// duplicate of the socket fd; fd itself stays open.
+func fileConn(fd int) (net.Conn, error) {
+	// os.NewFile owns what it is given (Close, or a finalizer, closes
+	// it): give it a duplicate. net.FileConn duplicates again and
+	// registers that one.
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(d), "nbd")
+	nc, err := net.FileConn(f)
+	_ = f.Close()
+	return nc, err
+}
