@@ -28,6 +28,10 @@ const (
 	// keeps executing requests inline even when more are buffered (a
 	// goroutine handoff would cost more than the I/O).
 	fastDeviceNs = 15_000
+	// pipeScale is the fixed-point scale of conn.pipelined; pipeLimit is
+	// the level (a quarter) above which slow requests stop running inline.
+	pipeScale = 256
+	pipeLimit = pipeScale / 4
 )
 
 // asyncDevice is a device that can start reads and writes without
@@ -85,6 +89,14 @@ type conn struct {
 	// fast (reader only).
 	ewmaNs int64
 	fastNs int64
+	// pipelined is the moving average (times pipeScale) of evidence that
+	// the client sends requests without waiting for replies: a request
+	// arriving while others are in flight, or the next request already
+	// waiting when an inline request on a slow device finishes. Above
+	// pipeLimit the reader stops executing slow requests inline, so a
+	// client with several requests in flight gets them overlapped even
+	// when each arrives alone (large writes fill one socket read each).
+	pipelined int64
 	// perFill is the moving average of requests decoded per socket read,
 	// times perFillScale; fillReqs counts them since the last read
 	// (reader only; see pollFirst).
@@ -180,9 +192,10 @@ func (c *conn) logEnd(msg string, err error) {
 // the connection is shut down, then drains in-flight requests. One reader
 // (this goroutine) decodes requests into preallocated slots. While no
 // request is with a worker, a request runs inline on the reader and is
-// answered directly if nothing else is buffered (lowest QD1 latency) or if
-// the device is fast (inline average below fastDeviceNs, where a handoff
-// costs more than the I/O). Otherwise it goes to a bounded, lazily started
+// answered directly if nothing else is buffered and the client does not
+// pipeline (lowest QD1 latency; see conn.pipelined) or if the device is
+// fast (inline average below fastDeviceNs, where a handoff costs more
+// than the I/O). Otherwise it goes to a bounded, lazily started
 // set of workers so slow I/O overlaps.
 func (c *conn) transmit(e *export) error {
 	c.dev = e.dev
@@ -227,7 +240,9 @@ func (c *conn) transmit(e *export) error {
 			c.finish(r)
 			break
 		}
-		if c.inflight.Load() == 0 && (c.br.Buffered() == 0 || c.ewmaNs < c.fastNs) {
+		busy := c.inflight.Load() > 0
+		c.notePipelined(busy)
+		if !busy && (c.ewmaNs < c.fastNs || c.br.Buffered() == 0 && c.pipelined < pipeLimit) {
 			c.processInline(r)
 			continue
 		}
@@ -288,8 +303,22 @@ func (c *conn) processInline(r *request) {
 	code := c.execute(r)
 	d := int64(time.Since(start))
 	c.ewmaNs += (d - c.ewmaNs) / 8
+	if d >= c.fastNs {
+		// Did the client send more before this reply? A queue-depth-1
+		// client cannot have.
+		c.notePipelined(c.br.Buffered() > 0 || c.sock.queued())
+	}
 	c.reply(r, code, c.br.Buffered() < requestHeaderLen)
 	c.finish(r)
+}
+
+// notePipelined folds one observation into c.pipelined (reader only).
+func (c *conn) notePipelined(ahead bool) {
+	var x int64
+	if ahead {
+		x = pipeScale
+	}
+	c.pipelined += (x - c.pipelined) / 8
 }
 
 // dispatch hands r to a worker, starting one if none is idle and the

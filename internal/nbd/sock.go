@@ -89,6 +89,10 @@ type sock struct {
 	wn      int
 	wErr    error
 	writeFn func(fd uintptr) bool
+
+	// queued's RawConn callback and its result (reader only).
+	inq   int
+	inqFn func(fd uintptr)
 }
 
 func (s *sock) init(nc net.Conn) {
@@ -99,6 +103,30 @@ func (s *sock) init(nc net.Conn) {
 		}
 	}
 	s.writeFn = s.writeCb
+	s.inqFn = s.inqCb
+}
+
+// queued reports whether bytes wait in the socket's receive queue, without
+// reading them (reader only; false for connections that are not sockets).
+func (s *sock) queued() bool {
+	switch {
+	case s.raw:
+		n, err := unix.IoctlGetInt(s.fd, unix.SIOCINQ)
+		return err == nil && n > 0
+	case s.socket:
+		s.inq = 0
+		if s.rc.Control(s.inqFn) != nil {
+			return false
+		}
+		return s.inq > 0
+	}
+	return false
+}
+
+func (s *sock) inqCb(fd uintptr) {
+	if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
+		s.inq = n
+	}
 }
 
 // readRaw reads into b in raw mode (reader only). With wait set it first
