@@ -77,6 +77,7 @@ type queue struct {
 	inflight atomic.Int32
 	wwg      sync.WaitGroup
 	as       asyncIO // asynchronous Read/Write path (async.go)
+	il       inlineState
 
 	closeOnce sync.Once
 	done      chan struct{} // closed when serve has torn the queue down
@@ -347,9 +348,13 @@ func (q *queue) ready(s *slot) error {
 		}
 		return nil
 	}
-	if q.qid == 0 || (q.inflight.Load() == 1 && q.br.Buffered() == 0) {
-		q.as.submit()
+	if q.qid == 0 {
 		q.exec(s)
+		return nil
+	}
+	if q.inlineOK() {
+		q.as.submit()
+		q.execInline(s)
 		return nil
 	}
 	if q.startAsync(s) {
