@@ -2,28 +2,12 @@ package nbd
 
 import (
 	"bytes"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
+	"github.com/kura-io/kura/internal/blockdev/blockdevtest"
 )
-
-// concDevice is a slow device that records how many writes overlap.
-type concDevice struct {
-	blockdev.Device
-	d        time.Duration
-	cur, max atomic.Int32
-}
-
-func (c *concDevice) WriteAt(p []byte, off int64) (int, error) {
-	n := c.cur.Add(1)
-	for m := c.max.Load(); n > m && !c.max.CompareAndSwap(m, n); m = c.max.Load() {
-	}
-	time.Sleep(c.d)
-	c.cur.Add(-1)
-	return c.Device.WriteAt(p, off)
-}
 
 // A client that keeps several large writes in flight gets them
 // overlapped on a slow device, although each arrives alone (its payload
@@ -35,7 +19,7 @@ func TestPipelinedLargeWritesOverlap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := &concDevice{Device: mem, d: 2 * time.Millisecond}
+	dev := &blockdevtest.SlowWrites{Device: mem, Delay: 2 * time.Millisecond}
 	if err := s.AddExport("slow", dev, ExportOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +34,7 @@ func TestPipelinedLargeWritesOverlap(t *testing.T) {
 	if n := s.workerStarts.Load(); n != 0 {
 		t.Errorf("a queue-depth-1 client started %d workers; want the inline path", n)
 	}
-	if m := dev.max.Load(); m != 1 {
+	if m := dev.MaxOverlap(); m != 1 {
 		t.Errorf("QD1 writes overlapped (%d at once)", m)
 	}
 
@@ -67,8 +51,8 @@ func TestPipelinedLargeWritesOverlap(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("max overlap %d, workers %d", dev.max.Load(), s.workerStarts.Load())
-	if m := dev.max.Load(); m < 2 {
+	t.Logf("max overlap %d, workers %d", dev.MaxOverlap(), s.workerStarts.Load())
+	if m := dev.MaxOverlap(); m < 2 {
 		t.Errorf("pipelined 128 KiB writes never overlapped on a slow device (max %d at once)", m)
 	}
 	for i := 0; i < depth; i++ {

@@ -3,29 +3,12 @@ package nvmetcp
 import (
 	"bytes"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
+	"github.com/kura-io/kura/internal/blockdev/blockdevtest"
 )
-
-// overlapDevice is a slow synchronous device that records how many
-// writes overlap.
-type overlapDevice struct {
-	blockdev.Device
-	d        time.Duration
-	cur, max atomic.Int32
-}
-
-func (o *overlapDevice) WriteAt(p []byte, off int64) (int, error) {
-	n := o.cur.Add(1)
-	for m := o.max.Load(); n > m && !o.max.CompareAndSwap(m, n); m = o.max.Load() {
-	}
-	time.Sleep(o.d)
-	o.cur.Add(-1)
-	return o.Device.WriteAt(p, off)
-}
 
 // TestPipelinedWritesOverlap: a host with several large writes in flight
 // on one queue gets them overlapped on a slow device, although each
@@ -34,7 +17,7 @@ func (o *overlapDevice) WriteAt(p []byte, off int64) (int, error) {
 func TestPipelinedWritesOverlap(t *testing.T) {
 	mem, err := blockdev.NewMalloc("slow", 8<<20, 4096)
 	must(t, err)
-	dev := &overlapDevice{Device: mem, d: 2 * time.Millisecond}
+	dev := &blockdevtest.SlowWrites{Device: mem, Delay: 2 * time.Millisecond}
 	tg := startTarget(t, TargetConfig{})
 	must(t, tg.AddSubsystem(SubsystemConfig{NQN: NQNFor("inline"), Device: dev, AllowAnyHost: true}))
 	d := dial(t, tg, Config{SubNQN: NQNFor("inline"), IOQueues: 1, QueueSize: 64})
@@ -46,7 +29,7 @@ func TestPipelinedWritesOverlap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if m := dev.max.Load(); m != 1 {
+	if m := dev.MaxOverlap(); m != 1 {
 		t.Fatalf("one writer at a time, yet %d writes overlapped", m)
 	}
 
@@ -70,8 +53,8 @@ func TestPipelinedWritesOverlap(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	t.Logf("max overlap %d", dev.max.Load())
-	if m := dev.max.Load(); m < 2 {
+	t.Logf("max overlap %d", dev.MaxOverlap())
+	if m := dev.MaxOverlap(); m < 2 {
 		t.Errorf("%d writers with 128 KiB writes on one queue never overlapped on a slow device", writers)
 	}
 	for w := 0; w < writers; w++ {
