@@ -310,39 +310,44 @@ func TestAsyncErrorStatus(t *testing.T) {
 	must(t, tg.AddSubsystem(SubsystemConfig{NQN: NQNFor("bad"), Device: f, AllowAnyHost: true}))
 	d := dial(t, tg, Config{SubNQN: NQNFor("bad"), IOQueues: 1})
 	defer d.Close()
-	// Keep a command in flight so the next ones are not run inline.
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Go(func() {
-		p := make([]byte, 4096)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			d.ReadAt(p, 0)
-		}
-	})
-	defer func() { close(stop); wg.Wait() }()
+	// A command runs inline (synchronously) when it is alone in flight, so
+	// several clients send at once until errors have gone through the
+	// async path; every status is checked on the way.
 	want := map[bool]nvme.Status{false: nvme.StatusUnrecoveredRead, true: nvme.StatusCapExceeded | nvme.StatusDNR}
-	for i := 0; i < 50; i++ {
-		for _, write := range []bool{false, true} {
+	deadline := time.Now().Add(20 * time.Second)
+	var checked atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Go(func() {
 			p := make([]byte, 4096)
-			var err error
-			if write {
-				_, err = d.WriteAt(p, 1<<20)
-			} else {
-				_, err = d.ReadAt(p, 1<<20)
+			for i := 0; ; i++ {
+				if checked.Load() >= 100 && f.asyncErrs.Load() > 0 || time.Now().After(deadline) {
+					return
+				}
+				write := i%2 == 1
+				var err error
+				if write {
+					_, err = d.WriteAt(p, 1<<20)
+				} else {
+					_, err = d.ReadAt(p, 1<<20)
+				}
+				var st nvme.Status
+				if !errors.As(err, &st) || st != want[write] {
+					errc <- fmt.Errorf("write=%v: got %v, want status %v", write, err, want[write])
+					return
+				}
+				checked.Add(1)
 			}
-			var st nvme.Status
-			if !errors.As(err, &st) || st != want[write] {
-				t.Fatalf("write=%v: got %v, want status %v", write, err, want[write])
-			}
-		}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
 	}
 	if f.asyncErrs.Load() == 0 {
-		t.Fatal("no error went through the async path")
+		t.Fatalf("no error went through the async path in %d commands", checked.Load())
 	}
 }
 
