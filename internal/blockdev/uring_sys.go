@@ -19,6 +19,7 @@ const (
 	opFallocate = 17 // IORING_OP_FALLOCATE
 	opRead      = 22 // IORING_OP_READ
 	opWrite     = 23 // IORING_OP_WRITE
+	opPollAdd   = 6  // IORING_OP_POLL_ADD
 )
 
 const (
@@ -31,7 +32,9 @@ const (
 	sqeSize           = 64
 	cqeSize           = 16
 	uringParamsLength = 120
-	registerEventfd   = 4 // IORING_REGISTER_EVENTFD
+	registerEventfd   = 4       // IORING_REGISTER_EVENTFD
+	setupSingleIssuer = 1 << 12 // IORING_SETUP_SINGLE_ISSUER
+	setupDeferTaskrun = 1 << 13 // IORING_SETUP_DEFER_TASKRUN
 )
 
 // sqOffsets is struct io_sqring_offsets.
@@ -110,7 +113,18 @@ type ring struct {
 // newRing sets up an io_uring with the given number of SQ entries (a power
 // of two); the kernel sizes the CQ at twice that.
 func newRing(entries uint32) (*ring, error) {
-	var p uringParams
+	r, err := newRingFlags(entries, 0)
+	if err != nil {
+		return nil, err
+	}
+	r.ev = newCompletionEvent(r.fd)
+	return r, nil
+}
+
+// newRingFlags sets up an io_uring with the given setup flags and no
+// completion eventfd.
+func newRingFlags(entries, flags uint32) (*ring, error) {
+	p := uringParams{flags: flags}
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	if errno != 0 {
 		return nil, fmt.Errorf("blockdev: io_uring_setup: %w", errno)
@@ -120,7 +134,6 @@ func newRing(entries uint32) (*ring, error) {
 		r.close()
 		return nil, err
 	}
-	r.ev = newCompletionEvent(r.fd)
 	return r, nil
 }
 

@@ -166,3 +166,13 @@ func TestUringAsyncConformance(t *testing.T) {
 		return d
 	})
 }
+
+func TestUringQueueConformance(t *testing.T) {
+	blockdevtest.RunQueue(t, func(t *testing.T) blockdev.Device {
+		d, err := blockdev.OpenUring(tempFile(t, "", blockdevtest.MinSize), blockdev.FileOptions{BlockSize: 4096})
+		if err != nil {
+			t.Skipf("io_uring: %v", err)
+		}
+		return d
+	})
+}

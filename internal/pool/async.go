@@ -1,6 +1,10 @@
 package pool
 
-import "github.com/kura-io/kura/internal/blockdev"
+import (
+	"fmt"
+
+	"github.com/kura-io/kura/internal/blockdev"
+)
 
 // Asynchronous replica I/O (blockdev.Async). A read or write that falls
 // within one cluster the replica can address directly — its own cluster
@@ -48,7 +52,11 @@ func (r *Replica) Submit() {
 }
 
 func (p *Pool) startVol(v *volume, write bool, b []byte, off int64, cb blockdev.IOCompletion) bool {
-	a := p.async
+	return p.startVolOn(p.async, v, write, b, off, cb)
+}
+
+// startVolOn starts v's I/O on a (the pool device, or a Queue on it).
+func (p *Pool) startVolOn(a blockdev.Async, v *volume, write bool, b []byte, off int64, cb blockdev.IOCompletion) bool {
 	if a == nil || len(b) == 0 || blockdev.CheckRange(off, int64(len(b)), p.bs, v.size.Load()) != nil {
 		return false
 	}
@@ -88,4 +96,34 @@ func (p *Pool) startVol(v *volume, write bool, b []byte, off int64, cb blockdev.
 	return true
 }
 
-var _ blockdev.Async = (*Replica)(nil)
+// OpenQueue gives the calling goroutine, locked to its thread, a Queue on
+// the pool device for this replica's I/O (blockdev.QueueOpener): its
+// StartQueued translates and refuses exactly as the replica's does.
+func (r *Replica) OpenQueue() (blockdev.Queue, error) {
+	qo, ok := r.p.dev.(blockdev.QueueOpener)
+	if !ok || r.p.async == nil {
+		return nil, fmt.Errorf("pool %s: device %s: %w", r.p.label.Name, r.p.dev, blockdev.ErrNotSupported)
+	}
+	q, err := qo.OpenQueue()
+	if err != nil {
+		return nil, err
+	}
+	return &replicaQueue{Queue: q, r: r}, nil
+}
+
+// replicaQueue is a Queue on the pool device that addresses one replica.
+type replicaQueue struct {
+	blockdev.Queue
+	r *Replica
+}
+
+// StartQueued starts the replica's I/O on the queue when it maps directly
+// onto one cluster (as Replica.StartQueued).
+func (q *replicaQueue) StartQueued(write bool, b []byte, off int64, cb blockdev.IOCompletion) bool {
+	return q.r.p.startVolOn(q.Queue, q.r.v, write, b, off, cb)
+}
+
+var (
+	_ blockdev.Async       = (*Replica)(nil)
+	_ blockdev.QueueOpener = (*Replica)(nil)
+)

@@ -182,3 +182,17 @@ func TestAsyncSnapshotRace(t *testing.T) {
 	}
 	check(t, p)
 }
+
+func TestQueueConformance(t *testing.T) {
+	size := int64(blockdevtest.MinSize)
+	for _, thin := range []bool{false, true} {
+		t.Run(map[bool]string{false: "thick", true: "thin"}[thin], func(t *testing.T) {
+			blockdevtest.RunQueue(t, func(t *testing.T) blockdev.Device {
+				p := mkPool(t, uringDev(t, 64<<20), testCS)
+				r := mustReplica(t, p, "r", size, thin)
+				t.Cleanup(func() { check(t, p) })
+				return &closingReplica{Replica: r}
+			})
+		})
+	}
+}
