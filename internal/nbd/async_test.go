@@ -1,38 +1,27 @@
 package nbd
 
 import (
-	"context"
 	"encoding/binary"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/kura-io/kura/internal/blockdev"
 )
 
 // TestAsyncStalledClient: a client that pipelines reads and never reads the
 // replies must not stall another connection on the same uring device (the
 // device's reaping goroutine must never wait for a socket).
+// It runs on the device's shared ring and in ring mode (per-connection
+// queues).
 func TestAsyncStalledClient(t *testing.T) {
+	for _, noQueues := range []bool{true, false} {
+		t.Run(map[bool]string{true: "shared", false: "queues"}[noQueues], func(t *testing.T) {
+			testAsyncStalledClient(t, Config{NoQueues: noQueues})
+		})
+	}
+}
+
+func testAsyncStalledClient(t *testing.T, cfg Config) {
 	const size = 64 << 20
-	path := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(path, make([]byte, size), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dev, err := blockdev.OpenUring(path, blockdev.FileOptions{BlockSize: 4096})
-	if err != nil {
-		t.Skipf("io_uring unavailable: %v", err)
-	}
-	defer dev.Close()
-	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.AddExport("disk", dev, ExportOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	s := startUringServer(t, size, cfg)
 
 	// Client A: 32 MiB of large READ replies (the writev path) it never
 	// reads, far more than the loopback socket buffers hold.

@@ -1,15 +1,10 @@
 package nbd
 
 import (
-	"context"
 	"encoding/binary"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
 	"testing"
-
-	"github.com/kura-io/kura/internal/blockdev"
 )
 
 // qd1 performs one request and reads its simple reply without allocating.
@@ -116,23 +111,15 @@ func TestNoAllocsPerIOUring(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	path := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(path, make([]byte, 16<<20), 0o600); err != nil {
-		t.Fatal(err)
+	for _, noQueues := range []bool{true, false} {
+		t.Run(map[bool]string{true: "shared", false: "queues"}[noQueues], func(t *testing.T) {
+			testNoAllocsPerIOUring(t, Config{NoQueues: noQueues})
+		})
 	}
-	dev, err := blockdev.OpenUring(path, blockdev.FileOptions{BlockSize: 4096})
-	if err != nil {
-		t.Skipf("io_uring unavailable: %v", err)
-	}
-	defer dev.Close()
-	s := NewServer(Config{ListenAddr: "127.0.0.1:0", Logger: quietLogger()})
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.AddExport("disk", dev, ExportOptions{}); err != nil {
-		t.Fatal(err)
-	}
+}
+
+func testNoAllocsPerIOUring(t *testing.T, cfg Config) {
+	s := startUringServer(t, 16<<20, cfg)
 	c := dial(t, s.Addr(), "disk", false)
 	buf := make([]byte, 4096)
 	run := func(n int) {
@@ -165,5 +152,8 @@ func TestNoAllocsPerIOUring(t *testing.T) {
 		t.Errorf("%.2f allocations per request", a)
 	} else {
 		t.Logf("%.3f allocations per request", a)
+	}
+	if !cfg.NoQueues && s.ringEnters.Load() == 0 {
+		t.Error("the connection never entered ring mode")
 	}
 }

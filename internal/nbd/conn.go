@@ -66,8 +66,13 @@ type conn struct {
 	// blockStatusOn: base:allocation was selected for this export.
 	blockStatusOn bool
 
-	async    asyncDevice // dev, when it can run reads and writes asynchronously
+	async    asyncDevice // devAsync, or q in ring mode (reader only)
+	devAsync asyncDevice // dev, when it can run reads and writes asynchronously
 	queuedIO bool        // async I/O queued but not submitted (reader only)
+	// Ring mode (ring.go), reader only: qo is dev's queue support (nil:
+	// none, or it failed), q the open queue (nil outside ring mode).
+	qo blockdev.QueueOpener
+	q  blockdev.Queue
 
 	// Asynchronous completions: IODone appends to doneQ, IOFlush wakes the
 	// replier goroutine, which answers them (only when async != nil).
@@ -218,6 +223,8 @@ func (c *conn) transmit(e *export) error {
 		c.doneWake = make(chan struct{}, 1)
 		c.replierDone = make(chan struct{})
 		go c.replier()
+		c.devAsync = c.async
+		c.qo = queueOpener(e.dev)
 	}
 	for i := range slots {
 		slots[i].c = c
@@ -230,7 +237,7 @@ func (c *conn) transmit(e *export) error {
 		case r = <-c.free:
 		default: // every slot is in flight: queued I/O must go out first
 			c.beforeBlock()
-			r = <-c.free
+			r = c.nextFree()
 		}
 		if err = c.readRequest(r); err != nil {
 			c.finish(r)
@@ -242,6 +249,9 @@ func (c *conn) transmit(e *export) error {
 		}
 		busy := c.inflight.Load() > 0
 		c.notePipelined(busy)
+		if c.q != nil && c.startAsync(r) {
+			continue // ring mode: even alone, the queue is the shorter way
+		}
 		if !busy && (c.ewmaNs < c.fastNs || c.br.Buffered() == 0 && c.pipelined < pipeLimit) {
 			c.processInline(r)
 			continue
@@ -252,6 +262,7 @@ func (c *conn) transmit(e *export) error {
 		c.dispatch(r)
 	}
 	c.submitQueued()
+	c.closeRing()
 	close(c.work)
 	c.wg.Wait()
 	if c.async != nil {

@@ -38,6 +38,14 @@ func (p *pollReader) Read(b []byte) (int, error) {
 		return s.nc.Read(b)
 	}
 	wait := c.pollFirst()
+	if c.q == nil && c.ringWanted() {
+		c.openRing()
+	}
+	if c.q != nil {
+		if n, ok, err := c.readRing(b); ok {
+			return n, err
+		}
+	}
 	if wait {
 		p.refused = 0
 		if !s.raw {

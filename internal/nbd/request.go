@@ -278,8 +278,11 @@ func (c *conn) submitQueued() {
 }
 
 // beforeBlock runs before the reader may block: queued I/O is submitted
-// and deferred replies are flushed.
+// (in ring mode by the queue's wait, with the same system call) and
+// deferred replies are flushed.
 func (c *conn) beforeBlock() {
-	c.submitQueued()
+	if c.q == nil {
+		c.submitQueued()
+	}
 	c.flushPending()
 }

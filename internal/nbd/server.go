@@ -33,6 +33,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxWorkers bounds the I/O goroutines per connection; default 16.
 	MaxWorkers int
+	// NoQueues keeps connections off per-thread I/O queues (ring mode,
+	// ring.go) even where the device offers them.
+	NoQueues bool
 }
 
 // ExportOptions describe how a device is exported.
@@ -93,6 +96,8 @@ type Server struct {
 	directShort  atomic.Int64   // of those, batches the socket took only part of
 	rawEnters    atomic.Int64   // sockets taken out of the netpoller (sock.go; tests, diagnostics)
 	rawConns     atomic.Int64   // connections whose socket is out of the netpoller now
+	ringConns    atomic.Int64   // connections in ring mode now (ring.go)
+	ringEnters   atomic.Int64   // times a connection entered ring mode (tests, diagnostics)
 	rawIdleMs    atomic.Int64   // a raw-mode reader idle this long goes back to the netpoller (tests change it)
 	fastNs       atomic.Int64   // fastDeviceNs (tests raise it: the race detector slows memory devices)
 

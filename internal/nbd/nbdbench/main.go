@@ -26,6 +26,7 @@ func main() {
 	uring := flag.Bool("uring", false, "with -file: use the io_uring device")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address")
 	workers := flag.Int("workers", 0, "max workers per connection (0 = default)")
+	noQueues := flag.Bool("noqueues", false, "keep connections on the device's shared ring (no ring mode)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -51,7 +52,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	s := nbd.NewServer(nbd.Config{ListenAddr: *listen, Logger: log, MaxWorkers: *workers})
+	s := nbd.NewServer(nbd.Config{ListenAddr: *listen, Logger: log, MaxWorkers: *workers, NoQueues: *noQueues})
 	if err := s.AddExport(*export, dev, nbd.ExportOptions{}); err != nil {
 		fmt.Fprintln(os.Stderr, "nbdbench:", err)
 		os.Exit(1)
