@@ -79,7 +79,7 @@ func (c *conn) readRequest(r *request) error {
 		n := int64(r.length)
 		if !c.budget.tryAcquire(n) {
 			c.beforeBlock()
-			c.budget.acquire(n)
+			c.acquireBudget(n)
 		}
 		r.charged = n
 	}

@@ -104,6 +104,22 @@ func (c *conn) nextFree() *request {
 	return <-c.free
 }
 
+// acquireBudget takes n bytes of the connection's budget, waiting for
+// them. In ring mode the bytes of asynchronous requests come back only
+// while the reader waits on the queue, so it waits there.
+func (c *conn) acquireBudget(n int64) {
+	for c.q != nil && c.q.Inflight() > 0 {
+		if c.budget.tryAcquire(n) {
+			return
+		}
+		if _, err := c.q.Wait(-1); err != nil {
+			c.log.Error("nbd: waiting for the connection's I/O", "err", err)
+			break
+		}
+	}
+	c.budget.acquire(n)
+}
+
 // readRing reads into b in ring mode, waiting on the queue (which also
 // reports completions) while the socket has nothing. It leaves ring mode,
 // and returns ok=false for the caller to read another way, when the client

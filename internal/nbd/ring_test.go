@@ -222,3 +222,29 @@ func TestRingModeFollowsPipelining(t *testing.T) {
 	}
 	waitFor(t, "ring mode to end at queue depth 1", func() bool { return s.ringConns.Load() == 0 && s.rawConns.Load() == 0 })
 }
+
+// TestRingModeBudget: in ring mode, large writes beyond the connection's
+// byte budget wait for the budget on the queue (their completions arrive
+// only there) instead of blocking the reader for good.
+func TestRingModeBudget(t *testing.T) {
+	const big, n = 4 << 20, 24 // 96 MiB, past the 64 MiB budget
+	s := startUringServer(t, n*big, Config{})
+	c := dial(t, s.Addr(), "disk", false)
+	pipeline(t, c, 64)
+	if s.ringConns.Load() != 1 {
+		t.Skip("not in ring mode")
+	}
+	_ = c.nc.SetDeadline(time.Now().Add(60 * time.Second))
+	p := bytes.Repeat([]byte{9}, big)
+	for i := range n {
+		c.send(0, cmdWrite, uint64(i)*big, big, p)
+	}
+	for range n {
+		if _, code, err := c.recv(func(uint64) (uint32, uint64) { return 0, 0 }, nil); err != nil || code != 0 {
+			t.Fatalf("write reply: %v, code %d", err, code)
+		}
+	}
+	if got, code := c.read(uint64(n-1)*big, 4096); code != 0 || !bytes.Equal(got, p[:4096]) {
+		t.Fatalf("read back: code %d", code)
+	}
+}
