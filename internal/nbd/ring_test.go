@@ -229,10 +229,11 @@ func TestRingModeFollowsPipelining(t *testing.T) {
 func TestRingModeBudget(t *testing.T) {
 	const big, n = 4 << 20, 24 // 96 MiB, past the 64 MiB budget
 	s := startUringServer(t, n*big, Config{})
+	s.rawIdleMs.Store(60_000) // stay in ring mode between the batches
 	c := dial(t, s.Addr(), "disk", false)
 	pipeline(t, c, 64)
 	if s.ringConns.Load() != 1 {
-		t.Skip("not in ring mode")
+		t.Fatalf("a pipelining client is not in ring mode (entered %d times)", s.ringEnters.Load())
 	}
 	_ = c.nc.SetDeadline(time.Now().Add(60 * time.Second))
 	p := bytes.Repeat([]byte{9}, big)
