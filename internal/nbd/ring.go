@@ -96,12 +96,21 @@ func (c *conn) nextFree() *request {
 			return r
 		default:
 		}
-		if _, err := c.q.Wait(-1); err != nil {
-			c.log.Error("nbd: waiting for the connection's I/O", "err", err)
+		if !c.waitQueue() {
 			break
 		}
 	}
 	return <-c.free
+}
+
+// waitQueue waits for the queue's next completions and reports them
+// (ring mode); false when the queue failed (logged).
+func (c *conn) waitQueue() bool {
+	if _, err := c.q.Wait(-1); err != nil {
+		c.log.Error("nbd: waiting for the connection's I/O", "err", err)
+		return false
+	}
+	return true
 }
 
 // acquireBudget takes n bytes of the connection's budget, waiting for
@@ -112,8 +121,7 @@ func (c *conn) acquireBudget(n int64) {
 		if c.budget.tryAcquire(n) {
 			return
 		}
-		if _, err := c.q.Wait(-1); err != nil {
-			c.log.Error("nbd: waiting for the connection's I/O", "err", err)
+		if !c.waitQueue() {
 			break
 		}
 	}
