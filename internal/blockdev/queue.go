@@ -284,3 +284,14 @@ func (q *uringQueue) Close() error {
 }
 
 var _ QueueOpener = (*Uring)(nil)
+
+// WaitFd waits on q (reporting its completions) until fd is readable or
+// hung up, or nothing is in flight on q any more.
+func WaitFd(q Queue, fd int) error {
+	for {
+		ready, err := q.Wait(fd)
+		if err != nil || ready || q.Inflight() == 0 {
+			return err
+		}
+	}
+}

@@ -1,13 +1,10 @@
 package nbd
 
 import (
-	"io"
 	"runtime"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/kura-io/kura/internal/blockdev"
+	"github.com/kura-io/kura/internal/rawsock"
 )
 
 // Ring mode. On a device that offers per-thread queues
@@ -135,11 +132,11 @@ func (c *conn) acquireBudget(n int64) {
 func (c *conn) readRing(b []byte) (n int, ok bool, err error) {
 	s := &c.sock
 	for {
-		n, err := syscall.Read(s.fd, b)
+		n, again, err := rawsock.Read(s.fd, b)
 		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN && c.q.Inflight() == 0:
+		case !again:
+			return n, true, err
+		case c.q.Inflight() == 0:
 			if !c.pipelining(pipeLimit / 2) {
 				c.closeRing()
 				c.leaveRaw() // or later, from pollReader, if a writer holds wmu
@@ -147,31 +144,18 @@ func (c *conn) readRing(b []byte) (n int, ok bool, err error) {
 			}
 			// Nothing of the queue's to report: poll(2) bounds the idle
 			// wait.
-			s.rfds[0] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN}
-			m, perr := unix.Poll(s.rfds[:], int(c.srv.rawIdleMs.Load()))
-			if m == 0 && perr == nil {
+			ready, perr := rawsock.WaitReadable(s.fd, int(c.srv.rawIdleMs.Load()), &s.rfds)
+			if !ready && perr == nil {
 				c.closeRing()
 				c.leaveRaw()
 				return 0, false, nil
 			}
-			continue
-		case err == syscall.EAGAIN:
-			for {
-				ready, err := c.q.Wait(s.fd)
-				if err != nil {
-					return 0, true, err
-				}
-				if ready || c.q.Inflight() == 0 {
-					break // read, or decide above how to wait
-				}
+		default:
+			// Read, or decide above how to wait.
+			if err := blockdev.WaitFd(c.q, s.fd); err != nil {
+				return 0, true, err
 			}
-			continue
-		case err != nil:
-			return 0, true, err
-		case n == 0:
-			return 0, true, io.EOF
 		}
-		return n, true, nil
 	}
 }
 

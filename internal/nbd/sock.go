@@ -3,7 +3,6 @@ package nbd
 import (
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -11,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kura-io/kura/internal/rawsock"
 )
 
 const (
@@ -23,10 +24,6 @@ const (
 	// slow device, requests in flight), so one odd read does not cost two
 	// mode switches.
 	rawLeaveReads = 4
-	// rawWriteWaitMs bounds one poll(2) of a raw-mode writer waiting for
-	// socket space, so a write deadline set by shutdown while it waits
-	// takes effect.
-	rawWriteWaitMs = 100
 )
 
 // sock is the connection's socket, in one of two modes.
@@ -139,31 +136,19 @@ func (s *sock) readRaw(b []byte, wait bool, idleMs int) (n int, idle bool, err e
 	for {
 		if wait {
 			wait = false
-			s.rfds[0] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN}
-			for {
-				m, err := unix.Poll(s.rfds[:], idleMs)
-				if err == syscall.EINTR {
-					continue // may stretch the idle wait; harmless
-				}
-				if m == 0 && err == nil {
-					return 0, true, nil
-				}
-				break // readable, hung up or a poll error: read tells
+			ready, err := rawsock.WaitReadable(s.fd, idleMs, &s.rfds)
+			if err != nil {
+				return 0, false, err
+			}
+			if !ready {
+				return 0, true, nil
 			}
 		}
-		n, err := syscall.Read(s.fd, b)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			wait = true
-			continue
-		case err != nil:
-			return 0, false, err
-		case n == 0:
-			return 0, false, io.EOF
+		n, again, err := rawsock.Read(s.fd, b)
+		if !again {
+			return n, false, err
 		}
-		return n, false, nil
+		wait = true
 	}
 }
 
@@ -173,21 +158,7 @@ func (s *sock) Write(b []byte) (int, error) {
 	if !s.raw {
 		return s.nc.Write(b)
 	}
-	n := 0
-	for n < len(b) {
-		m, err := syscall.Write(s.fd, b[n:])
-		if m > 0 {
-			n += m
-		}
-		if err != nil {
-			if err = s.retryWrite(err); err != nil {
-				return n, err
-			}
-		} else if m <= 0 {
-			return n, io.ErrShortWrite
-		}
-	}
-	return n, nil
+	return rawsock.WriteAll(s.fd, b, s.wdeadline.Load(), &s.wfds)
 }
 
 // writev writes hdr and data with one writev(2) where the socket takes
@@ -244,37 +215,17 @@ func (s *sock) writev2(a, b []byte) (int, error) {
 	return int(r), nil
 }
 
-// retryWrite handles a raw write error: nil after EINTR, or after EAGAIN
-// once the socket may take more (or a slice of rawWriteWaitMs passed);
-// os.ErrDeadlineExceeded past the shutdown deadline; else err.
+// retryWrite handles a raw write error (rawsock.RetryWrite, with the
+// shutdown deadline).
 func (s *sock) retryWrite(err error) error {
-	switch err {
-	case syscall.EINTR:
-		return nil
-	case syscall.EAGAIN:
-	default:
-		return err
-	}
-	ms := rawWriteWaitMs
-	if dl := s.wdeadline.Load(); dl != 0 {
-		left := dl - time.Now().UnixNano()
-		if left <= 0 {
-			return os.ErrDeadlineExceeded
-		}
-		ms = min(ms, int((left+int64(time.Millisecond)-1)/int64(time.Millisecond)))
-	}
-	s.wfds[0] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLOUT}
-	if _, err := unix.Poll(s.wfds[:], ms); err != nil && err != syscall.EINTR {
-		return err
-	}
-	return nil // writable, hung up, or the slice passed: the next write tells
+	return rawsock.RetryWrite(s.fd, err, s.wdeadline.Load(), &s.wfds)
 }
 
 // writeNow writes what the socket takes of b now, without blocking, and
 // returns how much that was (conn.wmu held; socket only).
 func (s *sock) writeNow(b []byte) (int, error) {
 	if s.raw {
-		return writeSome(s.fd, b)
+		return rawsock.WriteSome(s.fd, b)
 	}
 	s.wb, s.wn, s.wErr = b, 0, nil
 	err := s.rc.Write(s.writeFn)
@@ -287,29 +238,8 @@ func (s *sock) writeNow(b []byte) (int, error) {
 
 // writeCb is writeNow's RawConn callback: it never asks to wait.
 func (s *sock) writeCb(fd uintptr) bool {
-	s.wn, s.wErr = writeSome(int(fd), s.wb)
+	s.wn, s.wErr = rawsock.WriteSome(int(fd), s.wb)
 	return true
-}
-
-// writeSome writes what fd takes of b now.
-func writeSome(fd int, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := syscall.Write(fd, b[n:])
-		if m > 0 {
-			n += m
-		}
-		switch {
-		case err == syscall.EINTR:
-		case err == syscall.EAGAIN:
-			return n, nil
-		case err != nil:
-			return n, err
-		case m <= 0:
-			return n, io.ErrShortWrite
-		}
-	}
-	return n, nil
 }
 
 // shutdownRead stops reads at once (a reader waiting wakes with EOF) and
@@ -377,16 +307,9 @@ func (c *conn) enterRaw() {
 	}
 	s.mu.Lock()
 	if !s.raw && !s.closed && !c.closing.Load() {
-		fd := -1
-		var derr error
-		err := s.rc.Control(func(sysfd uintptr) {
-			fd, derr = unix.FcntlInt(sysfd, unix.F_DUPFD_CLOEXEC, 0)
-		})
+		fd, err := rawsock.Dup(s.rc)
 		switch {
-		case err != nil || derr != nil:
-			if fd >= 0 {
-				_ = syscall.Close(fd)
-			}
+		case err != nil:
 		case s.nc.Close() != nil:
 			// Cannot happen (nobody else closes nc without mu); keep the
 			// socket as it was.
@@ -413,35 +336,12 @@ func (c *conn) leaveRaw() {
 	}
 	s.mu.Lock()
 	if s.raw && !s.closed && !c.closing.Load() {
-		if nc, err := fileConn(s.fd); err == nil {
-			if sc, ok := nc.(syscall.Conn); ok {
-				if rc, err := sc.SyscallConn(); err == nil {
-					_ = syscall.Close(s.fd)
-					s.nc, s.rc, s.fd, s.raw = nc, rc, -1, false
-					c.srv.rawConns.Add(-1)
-				}
-			}
-			if s.raw {
-				_ = nc.Close()
-			}
+		if nc, rc, err := rawsock.FileConn(s.fd, "nbd"); err == nil {
+			_ = syscall.Close(s.fd)
+			s.nc, s.rc, s.fd, s.raw = nc, rc, -1, false
+			c.srv.rawConns.Add(-1)
 		}
 	}
 	s.mu.Unlock()
 	c.wmu.Unlock()
-}
-
-// fileConn returns a net.Conn, registered with the netpoller, for a
-// duplicate of the socket fd; fd itself stays open.
-func fileConn(fd int) (net.Conn, error) {
-	// os.NewFile owns what it is given (Close, or a finalizer, closes
-	// it): give it a duplicate. net.FileConn duplicates again and
-	// registers that one.
-	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(d), "nbd")
-	nc, err := net.FileConn(f)
-	_ = f.Close()
-	return nc, err
 }

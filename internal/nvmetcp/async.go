@@ -24,7 +24,8 @@ import (
 // completer is started by the reader on first use and stopped by the
 // reader's teardown (stop), after every started operation has reported.
 type asyncIO struct {
-	dev     blockdev.Async // the namespace's device, if it is Async (after probe)
+	dev     blockdev.Async // where operations start: shared, or the ring mode queue (ring.go)
+	shared  blockdev.Async // the namespace's device, if it is Async (after probe)
 	probed  bool
 	queued  bool // operations started but not yet submitted
 	running bool // the completer goroutine runs
@@ -53,10 +54,7 @@ func (q *queue) startAsync(s *slot) bool {
 		return false
 	}
 	a := &q.as
-	if !a.probed {
-		a.probed = true
-		a.dev, _ = q.ctrl.s.dev.(blockdev.Async)
-	}
+	a.probe(q)
 	if a.dev == nil || a.broken {
 		return false
 	}
@@ -101,6 +99,19 @@ func (q *queue) tryStart(write bool, s *slot, off int64) (started bool) {
 		}
 	}()
 	return q.as.dev.StartQueued(write, s.buf, off, s)
+}
+
+// probe looks once at what the namespace's device offers (reader only,
+// connected I/O queue).
+func (a *asyncIO) probe(q *queue) {
+	if a.probed {
+		return
+	}
+	a.probed = true
+	dev := q.ctrl.s.dev
+	a.shared, _ = dev.(blockdev.Async)
+	a.dev = a.shared
+	q.qo = queueOpener(dev)
 }
 
 // start prepares the completion lists for n slots. Reader only.

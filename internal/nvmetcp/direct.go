@@ -3,6 +3,8 @@ package nvmetcp
 import (
 	"fmt"
 	"syscall"
+
+	"github.com/kura-io/kura/internal/rawsock"
 )
 
 // directBufSize bounds the PDUs one direct write carries; completions with
@@ -15,12 +17,12 @@ const directBufSize = 256 << 10
 const maxCompletionPDUs = 2*(hlenData+digestLen) + digestLen
 
 // directWriter writes the responses of a batch of asynchronous completions
-// on the device's reaping goroutine, without blocking. Everything but rc
+// on the device's reaping goroutine, without blocking. Everything but s
 // and writeFn (set once by newQueue) is guarded by the queue's out.mu.
 type directWriter struct {
-	rc    syscall.RawConn // nil when the connection is not a socket: no direct path
-	buf   []byte          // encoded PDUs of one batch (allocated on first use)
-	batch []*slot         // the batch taken from asyncIO.doneQ (capacity: the slot count)
+	s     *qsock  // no direct path when it is not a socket
+	buf   []byte  // encoded PDUs of one batch (allocated on first use)
+	batch []*slot // the batch taken from asyncIO.doneQ (capacity: the slot count)
 
 	// Arguments and results of writeFn.
 	wb      []byte
@@ -29,8 +31,8 @@ type directWriter struct {
 	writeFn func(fd uintptr) bool
 }
 
-func (d *directWriter) init(rc syscall.RawConn) {
-	d.rc = rc
+func (d *directWriter) init(s *qsock) {
+	d.s = s
 	d.writeFn = d.write
 }
 
@@ -58,9 +60,16 @@ func (d *directWriter) write(fd uintptr) bool {
 // writeNow writes what the socket takes of b without blocking and returns
 // how much that was.
 func (d *directWriter) writeNow(b []byte) (int, error) {
+	if d.s.raw {
+		n, err := rawsock.WriteSome(d.s.fd, b)
+		if err != nil {
+			return n, fmt.Errorf("nvmetcp: direct completion write: %w", err)
+		}
+		return n, nil
+	}
 	d.wb, d.n, d.err = b, 0, nil
 	raceSync()
-	err := d.rc.Write(d.writeFn)
+	err := d.s.rc.Write(d.writeFn)
 	d.wb = nil
 	if err == nil {
 		err = d.err
@@ -82,7 +91,7 @@ func (d *directWriter) writeNow(b []byte) (int, error) {
 // stalls the device. It returns true when the batch is handled.
 func (q *queue) completeDirect() bool {
 	d := &q.dw
-	if d.rc == nil || !q.out.mu.TryLock() {
+	if !d.s.socket || !q.out.mu.TryLock() {
 		return false
 	}
 	// Bytes buffered, being written or pending were encoded earlier (a

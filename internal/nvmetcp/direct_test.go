@@ -121,7 +121,7 @@ func TestBatchWriterPendingFirst(t *testing.T) {
 	c1, c2 := net.Pipe()
 	defer c1.Close()
 	defer c2.Close()
-	if q := newQueue(&Target{}, c1); q.dw.rc != nil {
+	if q := newQueue(&Target{}, c1); q.sock.socket {
 		t.Fatal("net.Pipe connection got a RawConn")
 	}
 }

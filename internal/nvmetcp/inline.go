@@ -64,23 +64,6 @@ func (q *queue) execInline(s *slot) {
 	}
 }
 
-// socketQueued reports whether bytes wait in the socket's receive queue
-// (reader only; false when the connection is not a socket).
-func (q *queue) socketQueued() bool {
-	rc := q.dw.rc
-	if rc == nil {
-		return false
-	}
-	if q.il.inqFn == nil {
-		q.il.inqFn = q.il.inqCb
-	}
-	q.il.inq = 0
-	if rc.Control(q.il.inqFn) != nil {
-		return false
-	}
-	return q.il.inq > 0
-}
-
 func (st *inlineState) inqCb(fd uintptr) {
 	if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil {
 		st.inq = n

@@ -8,33 +8,54 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/nvme"
 )
 
-// deadlineReader bounds how long the peer may stall in the middle of a PDU
-// without putting a deadline on an idle connection.
+// deadlineReader is the queue's socket reader. It bounds how long the
+// peer may stall in the middle of a PDU without putting a deadline on an
+// idle connection, and enters and leaves ring mode (ring.go).
 type deadlineReader struct {
-	c       net.Conn
+	q       *queue
 	idle    bool
 	armedAt time.Time
-	as      *asyncIO // its queued operations are submitted before reading
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
-	r.as.submit()
+	q := r.q
+	s := &q.sock
+	if s.socket {
+		if q.rq == nil && q.ringWanted() {
+			q.openRing()
+		}
+		for q.rq != nil || s.raw {
+			var n int
+			var ok bool
+			var err error
+			if q.rq != nil {
+				n, ok, err = q.readRing(p)
+			} else {
+				n, ok, err = q.readRaw(p, r.idle)
+			}
+			if ok {
+				r.idle = false
+				return n, err
+			}
+		}
+	}
+	q.as.submit() // queued operations go out before the reader blocks
 	if r.idle {
 		if !r.armedAt.IsZero() {
-			r.c.SetReadDeadline(time.Time{})
+			s.nc.SetReadDeadline(time.Time{})
 			r.armedAt = time.Time{}
 		}
 	} else if now := time.Now(); r.armedAt.IsZero() || now.Sub(r.armedAt) > pduTimeout/2 {
-		r.c.SetReadDeadline(now.Add(pduTimeout))
+		s.nc.SetReadDeadline(now.Add(pduTimeout))
 		r.armedAt = now
 	}
-	n, err := r.c.Read(p)
+	n, err := s.nc.Read(p)
 	r.idle = false
 	return n, err
 }
@@ -42,7 +63,8 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 // queue is one TCP connection = one NVMe queue pair.
 type queue struct {
 	t    *Target
-	conn net.Conn
+	conn net.Conn // the accepted connection, for its addresses
+	sock qsock    // the socket's current mode (sock.go)
 	rd   deadlineReader
 	br   *bufio.Reader
 	dec  *Decoder
@@ -79,30 +101,30 @@ type queue struct {
 	as       asyncIO // asynchronous Read/Write path (async.go)
 	il       inlineState
 
-	closeOnce sync.Once
-	done      chan struct{} // closed when serve has torn the queue down
+	// Ring mode (ring.go), reader only: qo is the namespace device's queue
+	// support (nil: none, or it failed), rq the open queue.
+	qo blockdev.QueueOpener
+	rq blockdev.Queue
+
+	done chan struct{} // closed when serve has torn the queue down
 }
 
 func newQueue(t *Target, c net.Conn) *queue {
 	q := &queue{t: t, conn: c, done: make(chan struct{})}
-	q.rd.c, q.rd.as = c, &q.as
+	q.sock.init(c)
+	q.rd.q = q
 	q.br = bufio.NewReaderSize(&q.rd, 64<<10)
 	q.dec = NewDecoder(q.br, true, Limits{MaxICD: maxICD, MaxH2CData: maxTransfer})
-	q.out = newBatchWriter(c)
+	q.out = newBatchWriter(&q.sock)
 	q.enc = NewEncoder(q.out)
-	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			q.dw.init(rc)
-		}
-	}
+	q.dw.init(&q.sock)
 	q.initSlots(64)
 	return q
 }
 
-// shutdown closes the connection; the reader then tears the queue down.
-func (q *queue) shutdown() {
-	q.closeOnce.Do(func() { q.conn.Close() })
-}
+// shutdown stops the connection; the reader then tears the queue down.
+// Any goroutine.
+func (q *queue) shutdown() { q.sock.shutdown() }
 
 func (q *queue) serve() {
 	defer close(q.done)
@@ -138,6 +160,7 @@ func (q *queue) serve() {
 		log.Debug("connection ended", "qid", q.qid, "err", err)
 	}
 	q.shutdown()
+	q.closeRing() // reports the ring's I/O; its answers fail on the shut socket
 	q.dmu.Lock()
 	q.dclosed = true
 	q.deferred = nil
@@ -152,6 +175,7 @@ func (q *queue) serve() {
 			c.detachIO(q.qid, q)
 		}
 	}
+	q.sock.close()
 }
 
 func (q *queue) fatal(fe *FatalError) error { return fe }
@@ -162,7 +186,7 @@ func (q *queue) sendTerm(fe *FatalError) {
 	if q.werr != nil {
 		return
 	}
-	q.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	q.sock.setWriteDeadline(time.Now().Add(time.Second))
 	if q.enc.WriteTermReq(true, fe.FES, fe.FEI, q.dec.Raw()) == nil {
 		q.enc.Flush()
 	}
@@ -170,9 +194,9 @@ func (q *queue) sendTerm(fe *FatalError) {
 
 // handshake reads ICReq and answers ICResp (NVMe/TCP 1.0 §3.3).
 func (q *queue) handshake() error {
-	q.conn.SetReadDeadline(time.Now().Add(icrespTimeout))
+	q.sock.nc.SetReadDeadline(time.Now().Add(icrespTimeout))
 	h, err := q.dec.Next()
-	q.conn.SetReadDeadline(time.Time{})
+	q.sock.nc.SetReadDeadline(time.Time{})
 	if err != nil {
 		return err
 	}

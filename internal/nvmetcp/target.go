@@ -56,6 +56,9 @@ type TargetConfig struct {
 	// sent, reads are not started) until buffers are released; a single
 	// command always proceeds.
 	QueueBufferLimit int64
+	// NoQueues keeps every I/O queue on the device's shared ring: no ring
+	// mode (ring.go) even where the device offers per-thread queues.
+	NoQueues bool
 	// PortID is reported in discovery log entries (default 1).
 	PortID uint16
 	Logger *slog.Logger
@@ -110,6 +113,9 @@ type Target struct {
 	// (direct.go), and of those the ones the socket took only part of
 	// (tests, diagnostics).
 	directWrites, directShort atomic.Int64
+	// I/O queues in ring mode now, and times one entered it (ring.go;
+	// tests, diagnostics).
+	ringConns, ringEnters atomic.Int64
 
 	mu      sync.Mutex // guards everything below
 	ln      net.Listener

@@ -29,6 +29,12 @@ type batchWriter struct {
 	trailer  [digestLen]byte // WriteData's trailer while its writev runs
 }
 
+// buffersWriter is a connection that writes net.Buffers with one writev
+// (qsock).
+type buffersWriter interface {
+	WriteBuffers(*net.Buffers) (int64, error)
+}
+
 // maxKeptBuffer bounds the memory a queue keeps between bursts;
 // largeData payloads bypass the buffer (see WriteData).
 const (
@@ -129,7 +135,12 @@ func (b *batchWriter) WriteData(p, trailer []byte) error {
 	bufs = append(bufs, out, p, tr)
 	b.mu.Unlock()
 	raceSync()
-	_, err := bufs.WriteTo(b.w)
+	var err error
+	if bw, ok := b.w.(buffersWriter); ok {
+		_, err = bw.WriteBuffers(&bufs)
+	} else {
+		_, err = bufs.WriteTo(b.w)
+	}
 	b.mu.Lock()
 	b.vec = [4][]byte{}
 	b.pending = nil
