@@ -8,8 +8,8 @@ import (
 )
 
 // directBufSize bounds the PDUs one direct write carries; completions with
-// largeData bytes or more never take the direct path.
-const directBufSize = 256 << 10
+// largeData bytes or more take the direct path in ring mode only.
+const directBufSize = 512 << 10
 
 // maxCompletionPDUs is the most a completion adds to its data: the
 // C2HData and response capsule headers, each with a header digest, and
@@ -119,16 +119,21 @@ func (q *queue) completeDirect() bool {
 	// appends to the writer's buffer, which is empty, so it is swapped.
 	// Every completion taken fits (bounded size, copied data), so
 	// writeCompletion neither grows d.buf nor writes the socket.
+	// In ring mode large reads are copied too (WriteData copies while
+	// flushing is set): the copy costs less than waking the completer.
 	saved := q.out.swapBuf(d.buf[:0])
+	large := q.ringOn.Load()
+	q.out.flushing = large
 	took, size := 0, 0
 	for ; took < len(batch); took++ {
 		c2h := int(batch[took].c2h) // at most what writeCompletion sends
-		if c2h >= largeData || size+c2h+maxCompletionPDUs > cap(d.buf) {
+		if c2h >= largeData && !large || size+c2h+maxCompletionPDUs > cap(d.buf) {
 			break
 		}
 		size += c2h + maxCompletionPDUs
 		q.writeCompletion(batch[took])
 	}
+	q.out.flushing = false
 	buf := q.out.swapBuf(saved)
 	wake := took < len(batch)
 	if wake { // the rest is the completer's

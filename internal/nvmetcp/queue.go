@@ -105,6 +105,8 @@ type queue struct {
 	// support (nil: none, or it failed), rq the open queue.
 	qo blockdev.QueueOpener
 	rq blockdev.Queue
+	// ringOn: rq is open (for completeDirect, which may run elsewhere).
+	ringOn atomic.Bool
 
 	done chan struct{} // closed when serve has torn the queue down
 }

@@ -62,6 +62,7 @@ func (q *queue) openRing() {
 	}
 	q.as.submit() // what was started on the shared ring goes out first
 	q.rq, q.as.dev = rq, rq
+	q.ringOn.Store(true)
 	q.t.ringConns.Add(1)
 	q.t.ringEnters.Add(1)
 }
@@ -77,6 +78,7 @@ func (q *queue) closeRing() {
 		q.t.log.Error("nvmetcp: closing the queue's I/O ring", "qid", q.qid, "err", err)
 	}
 	q.rq, q.as.dev, q.as.queued = nil, q.as.shared, false
+	q.ringOn.Store(false)
 	q.t.ringConns.Add(-1)
 	runtime.UnlockOSThread()
 }

@@ -1,6 +1,7 @@
 package nvmetcp
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -49,8 +50,9 @@ type qsock struct {
 	// wdeadline is when raw writes start failing (UnixNano, 0 = none),
 	// like SetWriteDeadline in netpoll mode.
 	wdeadline atomic.Int64
-	wfds      [1]unix.PollFd // the socket writer's poll scratch
-	rfds      [1]unix.PollFd // the reader's
+	wfds      [1]unix.PollFd   // the socket writer's poll scratch
+	iov       [4]syscall.Iovec // and its writev scratch (batchWriter.vec's size)
+	rfds      [1]unix.PollFd   // the reader's
 }
 
 func (s *qsock) init(c net.Conn) {
@@ -71,22 +73,19 @@ func (s *qsock) Write(b []byte) (int, error) {
 	return rawsock.WriteAll(s.fd, b, s.wdeadline.Load(), &s.wfds)
 }
 
-// WriteBuffers writes bufs with one writev in netpoll mode (one write per
-// buffer in raw mode), like net.Buffers.WriteTo on the connection.
+// WriteBuffers writes bufs with writev, like net.Buffers.WriteTo on the
+// connection.
 func (s *qsock) WriteBuffers(bufs *net.Buffers) (int64, error) {
 	if !s.raw {
 		return bufs.WriteTo(s.nc)
 	}
-	var n int64
-	for _, b := range *bufs {
-		m, err := s.Write(b)
-		n += int64(m)
-		if err != nil {
-			return n, err
-		}
+	if len(*bufs) > len(s.iov) {
+		return 0, fmt.Errorf("nvmetcp: %d buffers in one write (at most %d)", len(*bufs), len(s.iov))
 	}
-	*bufs = (*bufs)[len(*bufs):]
-	return n, nil
+	b := [][]byte(*bufs)
+	n, err := rawsock.WritevAll(s.fd, &b, s.iov[:], s.wdeadline.Load(), &s.wfds)
+	*bufs = b
+	return n, err
 }
 
 // setWriteDeadline bounds the writes from now on (out.mu held).

@@ -18,6 +18,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -175,5 +176,46 @@ func Read(fd int, b []byte) (n int, again bool, err error) {
 			return 0, false, io.EOF
 		}
 		return n, false, nil
+	}
+}
+
+// WritevAll writes every buffer of bufs to the non-blocking fd with
+// writev(2), waiting for socket space like WriteAll. iov is the caller's
+// scratch, at least as long as bufs. It consumes bufs as they are written.
+func WritevAll(fd int, bufs *[][]byte, iov []syscall.Iovec, deadline int64, pfd *[1]unix.PollFd) (int64, error) {
+	var total int64
+	defer clear(iov)
+	for {
+		n := 0
+		for _, b := range *bufs {
+			if len(b) > 0 {
+				iov[n].Base = &b[0]
+				iov[n].SetLen(len(b))
+				n++
+			}
+		}
+		if n == 0 {
+			*bufs = (*bufs)[len(*bufs):]
+			return total, nil
+		}
+		r, _, e := syscall.Syscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+		if e != 0 {
+			if err := RetryWrite(fd, e, deadline, pfd); err != nil {
+				return total, err
+			}
+			continue
+		}
+		if r == 0 {
+			return total, io.ErrShortWrite
+		}
+		total += int64(r)
+		left := int(r)
+		for len(*bufs) > 0 && left >= len((*bufs)[0]) {
+			left -= len((*bufs)[0])
+			*bufs = (*bufs)[1:]
+		}
+		if left > 0 {
+			(*bufs)[0] = (*bufs)[0][left:]
+		}
 	}
 }

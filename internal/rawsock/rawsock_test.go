@@ -120,3 +120,41 @@ func TestFileConn(t *testing.T) {
 		t.Fatalf("WaitReadable with nothing sent: %v %v", ok, err)
 	}
 }
+
+// TestWritevAll: buffers (some empty) arrive in order, also when the
+// socket takes them in pieces because the peer reads slowly.
+func TestWritevAll(t *testing.T) {
+	fd, peer := rawPair(t)
+	var pfd [1]unix.PollFd
+	var iov [4]syscall.Iovec
+	big := make([]byte, 8<<20)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	bufs := [][]byte{[]byte("head"), nil, big, []byte("tail")}
+	want := append(append([]byte("head"), big...), "tail"...)
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(want))
+		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for n := 0; n < len(b); {
+			time.Sleep(time.Millisecond) // the socket fills meanwhile
+			m, err := peer.Read(b[n:])
+			if err != nil {
+				break
+			}
+			n += m
+		}
+		got <- b
+	}()
+	n, err := WritevAll(fd, &bufs, iov[:], 0, &pfd)
+	if err != nil || n != int64(len(want)) || len(bufs) != 0 {
+		t.Fatalf("WritevAll: %d of %d, %v, %d buffers left", n, len(want), err, len(bufs))
+	}
+	if b := <-got; string(b) != string(want) {
+		t.Fatal("peer read different bytes")
+	}
+	if iov[0].Base != nil {
+		t.Fatal("iovec scratch still points at the buffers")
+	}
+}
