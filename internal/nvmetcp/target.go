@@ -198,6 +198,22 @@ func (t *Target) Addr() net.Addr {
 	return t.ln.Addr()
 }
 
+// TargetStats counts events of the target's data path (diagnostics,
+// tests).
+type TargetStats struct {
+	// DirectWrites: batches of completions written by the goroutine that
+	// reported them (direct.go).
+	DirectWrites int64
+	// RingEnters: times an I/O queue entered ring mode (ring.go);
+	// RingQueues: queues in ring mode now.
+	RingEnters, RingQueues int64
+}
+
+// Stats returns the target's counters.
+func (t *Target) Stats() TargetStats {
+	return TargetStats{DirectWrites: t.directWrites.Load(), RingEnters: t.ringEnters.Load(), RingQueues: t.ringConns.Load()}
+}
+
 // Close stops listening, disconnects every host and waits for all
 // connection goroutines. Devices are not closed (the caller owns them).
 func (t *Target) Close() error {

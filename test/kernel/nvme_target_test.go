@@ -116,6 +116,7 @@ func TestKernelInitiatorToKuraTarget(t *testing.T) {
 	// writes through its asynchronous path (blockdev.Async).
 	var fdev blockdev.Device
 	fdev, err = blockdev.OpenUring(path, blockdev.FileOptions{BlockSize: 4096})
+	_, ringable := fdev.(blockdev.QueueOpener)
 	if err != nil {
 		t.Logf("io_uring unavailable (%v): file subsystem on pread/pwrite", err)
 		fdev, err = blockdev.OpenFile(path, blockdev.FileOptions{BlockSize: 4096})
@@ -127,11 +128,13 @@ func TestKernelInitiatorToKuraTarget(t *testing.T) {
 
 	stateDir := t.TempDir()
 	// startTarget starts a Kura target exporting both devices on addr.
+	var targets []*nvmetcp.Target // every target started, for their counters
 	startTarget := func(addr string) *nvmetcp.Target {
 		tgt, err := nvmetcp.NewTarget(nvmetcp.TargetConfig{ListenAddr: addr, StateDir: stateDir})
 		if err != nil {
 			t.Fatal(err)
 		}
+		targets = append(targets, tgt)
 		if err := tgt.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -269,6 +272,18 @@ sleep 25
 			t.Fatalf("%d controller(s) of %s still alive %v after the guest went silent (KATO 2 s)", n, fileNQN, reaped)
 		}
 		t.Logf("controller reaped %v after the guest's link went down (KATO 2 s)", reaped)
+	})
+	t.Run("ring_mode_used", func(t *testing.T) {
+		// fio at queue depth 64 pipelines on the io_uring file: its I/O
+		// queue enters ring mode (per-thread queue, nvmetcp/ring.go).
+		var enters int64
+		for _, tg := range targets {
+			enters += tg.Stats().RingEnters
+		}
+		t.Logf("I/O queues entered ring mode %d times", enters)
+		if ringable && enters == 0 {
+			t.Error("no I/O queue entered ring mode on the io_uring file subsystem")
+		}
 	})
 	t.Run("pattern_on_device", func(t *testing.T) {
 		want := guest.Values(out)["pattern_md5"]
