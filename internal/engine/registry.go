@@ -212,6 +212,32 @@ func (b *borrowedAsync) StartQueued(write bool, p []byte, off int64, cb blockdev
 // Submit forwards to the device.
 func (b *borrowedAsync) Submit() { b.a.Submit() }
 
+// OpenQueue opens a per-thread queue on the device (blockdev.QueueOpener)
+// whose operations, like the handle's, stop starting once the handle is
+// closed; ErrNotSupported when the device has none.
+func (b *borrowedAsync) OpenQueue() (blockdev.Queue, error) {
+	qo, ok := b.Device.(blockdev.QueueOpener)
+	if !ok {
+		return nil, fmt.Errorf("%w: %T has no per-thread queues", blockdev.ErrNotSupported, b.Device)
+	}
+	q, err := qo.OpenQueue()
+	if err != nil {
+		return nil, err
+	}
+	return &borrowedQueue{Queue: q, b: b.borrowed}, nil
+}
+
+// borrowedQueue is a queue opened through a borrowed handle.
+type borrowedQueue struct {
+	blockdev.Queue
+	b *borrowed
+}
+
+// StartQueued forwards to the queue while the handle is open.
+func (q *borrowedQueue) StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool {
+	return !q.b.closed.Load() && q.Queue.StartQueued(write, p, off, cb)
+}
+
 func (b *borrowed) Close() error {
 	if b.closed.Swap(true) {
 		return blockdev.ErrClosed

@@ -50,10 +50,16 @@ func (a *asyncSub) IOFlush() {
 
 // StartQueued starts a read or write of the nexus (see blockdev.Async).
 func (n *Nexus) StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool {
+	return n.startQueued(write, p, off, cb, nil)
+}
+
+// startQueued is StartQueued; with q set, only while q's child is the one
+// healthy child, and on q's child queue.
+func (n *Nexus) startQueued(write bool, p []byte, off int64, cb blockdev.IOCompletion, q *nexusQueue) bool {
 	if len(p) == 0 || n.check(off, int64(len(p))) != nil || !n.gate.tryEnter() {
 		return false
 	}
-	r, ok := n.asyncRequest(write, p, off, cb)
+	r, ok := n.asyncRequest(write, p, off, cb, q)
 	if !ok {
 		n.gate.exit()
 		return false
@@ -67,7 +73,7 @@ func (n *Nexus) StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompl
 	r.atimer.Reset(n.cfg.ChildTimeout)
 	for i := range r.subs {
 		s := &r.subs[i]
-		if s.inst.startAsync(s, (*asyncSub)(s)) {
+		if q != nil && s.inst.startAsyncOn(q.cq, s, (*asyncSub)(s)) || q == nil && s.inst.startAsync(s, (*asyncSub)(s)) {
 			continue
 		}
 		if i == 0 {
@@ -89,11 +95,14 @@ func (n *Nexus) StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompl
 	return true
 }
 
-// asyncRequest builds the request for StartQueued, or reports that the
-// I/O must take the synchronous path.
-func (n *Nexus) asyncRequest(write bool, p []byte, off int64, cb blockdev.IOCompletion) (*request, bool) {
+// asyncRequest builds the request for StartQueued (for q's child only, if
+// q is set), or reports that the I/O must take the synchronous path.
+func (n *Nexus) asyncRequest(write bool, p []byte, off int64, cb blockdev.IOCompletion, q *nexusQueue) (*request, bool) {
 	snap := n.snap.Load()
 	if n.isBroken.Load() || len(snap.healthy) == 0 || len(snap.rebuilding) > 0 || n.jobs.Load() > 0 {
+		return nil, false
+	}
+	if q != nil && (len(snap.healthy) != 1 || snap.healthy[0] != q.in) {
 		return nil, false
 	}
 	kind := opRead

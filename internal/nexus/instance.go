@@ -97,8 +97,14 @@ func (in *instance) submit(s *subOp) error {
 // caller then submits s to the workers. The caller calls the device's
 // Submit after starting the request's sub-ops.
 func (in *instance) startAsync(s *subOp, cb blockdev.IOCompletion) bool {
+	return in.async != nil && in.startAsyncOn(in.async, s, cb)
+}
+
+// startAsyncOn is startAsync on a, the instance's device or a per-thread
+// queue of it (queue.go).
+func (in *instance) startAsyncOn(a blockdev.Async, s *subOp, cb blockdev.IOCompletion) bool {
 	r := s.r
-	if in.async == nil || (r.kind != opRead && r.kind != opWrite) {
+	if r.kind != opRead && r.kind != opWrite {
 		return false
 	}
 	in.senders.Add(1)
@@ -107,7 +113,7 @@ func (in *instance) startAsync(s *subOp, cb blockdev.IOCompletion) bool {
 		return false
 	}
 	in.outstanding.Add(1)
-	if !in.async.StartQueued(r.kind == opWrite, s.buf, r.off, cb) {
+	if !a.StartQueued(r.kind == opWrite, s.buf, r.off, cb) {
 		in.outstanding.Add(-1)
 		return false
 	}
