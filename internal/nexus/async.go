@@ -70,6 +70,7 @@ func (n *Nexus) startQueued(write bool, p []byte, off int64, cb blockdev.IOCompl
 	if r.atimer == nil {
 		r.atimer = time.AfterFunc(time.Hour, r.onTimeout)
 	}
+	r.q, r.overdue = q, 0
 	r.atimer.Reset(n.cfg.ChildTimeout)
 	for i := range r.subs {
 		s := &r.subs[i]
@@ -172,8 +173,15 @@ func (r *request) asyncDone(s *subOp, fromDevice bool) {
 }
 
 // onTimeout abandons the sub-ops still pending and finishes the request.
-// It runs on the timer's goroutine.
+// It runs on the timer's goroutine (and alone touches r.overdue).
 func (r *request) onTimeout() {
+	if r.q != nil && !r.fin.Load() && !r.q.late(&r.overdue) {
+		// Started on a queue whose owner has not waited on it since the
+		// deadline: its completion may be posted only when the owner
+		// next waits, so the child is not known to be late. Look again.
+		r.atimer.Reset(queueGrace)
+		return
+	}
 	if !r.fin.CompareAndSwap(false, true) {
 		return
 	}

@@ -2,6 +2,8 @@ package nexus
 
 import (
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
 )
@@ -26,6 +28,42 @@ type nexusQueue struct {
 	n  *Nexus
 	in *instance      // the child instance the queue was opened on
 	cq blockdev.Queue // its device's queue
+
+	// A Queue's completions are posted only while its owner waits
+	// (DEFER_TASKRUN): an owner busy elsewhere (blocked writing to a
+	// client that does not read) must not make a healthy child look
+	// hung. waitSince is when the owner's current Wait or Close began (0:
+	// not waiting), lastReap when its last one ended (UnixNano); the
+	// request timeout reads them (late).
+	waitSince atomic.Int64
+	lastReap  atomic.Int64
+}
+
+// queueGrace is how often a late request on a queue is looked at again
+// while the queue's owner has not waited since it became late;
+// settleWait is how long the owner must have been waiting for its pending
+// completions to count as posted.
+const (
+	queueGrace = time.Second
+	settleWait = 10 * time.Millisecond
+)
+
+// late reports whether a request on the queue that passed its deadline
+// is late indeed, rather than waiting for its owner to reap it: the owner
+// has been waiting on the queue for a while (every completion posted
+// meanwhile has been reported) or has waited since the request was first
+// found late. Otherwise the first call records when that was (*overdue,
+// the request's, timer goroutine only); it reports false.
+func (q *nexusQueue) late(overdue *int64) bool {
+	now := time.Now().UnixNano()
+	if ws := q.waitSince.Load(); ws != 0 && now-ws > int64(settleWait) {
+		return true
+	}
+	if *overdue == 0 {
+		*overdue = now
+		return false
+	}
+	return q.lastReap.Load() > *overdue
 }
 
 // OpenQueue returns a Queue for the calling goroutine, which must be
@@ -61,10 +99,22 @@ func (q *nexusQueue) StartQueued(write bool, p []byte, off int64, cb blockdev.IO
 func (q *nexusQueue) Submit() { q.cq.Submit() }
 
 // Wait waits on the child's queue (see blockdev.Queue).
-func (q *nexusQueue) Wait(fd int) (bool, error) { return q.cq.Wait(fd) }
+func (q *nexusQueue) Wait(fd int) (bool, error) {
+	q.waitSince.Store(time.Now().UnixNano())
+	ready, err := q.cq.Wait(fd)
+	q.lastReap.Store(time.Now().UnixNano())
+	q.waitSince.Store(0)
+	return ready, err
+}
 
 // Inflight counts the child operations in flight: one per request.
 func (q *nexusQueue) Inflight() int { return q.cq.Inflight() }
 
 // Close waits for the operations in flight and closes the child's queue.
-func (q *nexusQueue) Close() error { return q.cq.Close() }
+func (q *nexusQueue) Close() error {
+	q.waitSince.Store(time.Now().UnixNano())
+	err := q.cq.Close()
+	q.lastReap.Store(time.Now().UnixNano())
+	q.waitSince.Store(0)
+	return err
+}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/blockdev/blockdevtest"
@@ -78,3 +79,130 @@ type queueResult struct {
 
 func (r *queueResult) IODone(_ int, err error) { r.done++; r.err = err }
 func (r *queueResult) IOFlush()                {}
+
+// hangDev is a child device whose queue holds every operation until
+// released, then fails it: a hung disk behind a per-thread queue.
+type hangDev struct {
+	*blockdev.Malloc
+	q *hangQueue
+}
+
+func (d *hangDev) StartQueued(bool, []byte, int64, blockdev.IOCompletion) bool { return false }
+func (d *hangDev) Submit()                                                     {}
+func (d *hangDev) OpenQueue() (blockdev.Queue, error)                          { return d.q, nil }
+
+type hangQueue struct {
+	cbs     []blockdev.IOCompletion // owner only
+	release chan struct{}
+}
+
+func (q *hangQueue) StartQueued(_ bool, _ []byte, _ int64, cb blockdev.IOCompletion) bool {
+	q.cbs = append(q.cbs, cb)
+	return true
+}
+func (q *hangQueue) Submit()       {}
+func (q *hangQueue) Inflight() int { return len(q.cbs) }
+func (q *hangQueue) Close() error  { _, err := q.Wait(-1); return err }
+
+func (q *hangQueue) Wait(int) (bool, error) {
+	if len(q.cbs) == 0 {
+		return false, nil
+	}
+	<-q.release
+	cbs := q.cbs
+	q.cbs = nil
+	for _, cb := range cbs {
+		cb.IODone(0, errors.New("hung disk gave up"))
+	}
+	for _, cb := range cbs {
+		cb.IOFlush()
+	}
+	return false, nil
+}
+
+// queueNexus returns a one-child nexus whose child is dev, with a short
+// child timeout.
+func queueNexus(t *testing.T, dev blockdev.Device) *Nexus {
+	t.Helper()
+	e := newEnv(t, blockdevtest.MinSize)
+	cfg := e.config("hang:///c0")
+	cfg.ChildTimeout = 200 * time.Millisecond
+	cfg.Opener = func(context.Context, string) (blockdev.Device, error) { return dev, nil }
+	return e.newNexus(cfg)
+}
+
+// TestNexusQueueTimeout: a request on a queue whose owner is busy
+// elsewhere past the child timeout (its completion cannot be posted until
+// the owner waits) completes normally and leaves the child healthy; a
+// request the device holds while the owner waits fails after the timeout,
+// as on the shared path (the last healthy child is kept, not faulted).
+func TestNexusQueueTimeout(t *testing.T) {
+	t.Run("owner_busy", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "c.img")
+		must(t, os.WriteFile(path, nil, 0o600))
+		must(t, os.Truncate(path, blockdevtest.MinSize))
+		u, err := blockdev.OpenUring(path, blockdev.FileOptions{BlockSize: 4096})
+		if err != nil {
+			t.Skipf("io_uring: %v", err)
+		}
+		n := queueNexus(t, u)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		q, err := n.OpenQueue()
+		must(t, err)
+		defer q.Close()
+		buf := blockdev.AlignedBuffer(4096)
+		var res queueResult
+		if !q.StartQueued(false, buf, 0, &res) {
+			t.Fatal("queue refused a read")
+		}
+		q.Submit()
+		time.Sleep(1500 * time.Millisecond) // 7 child timeouts without waiting
+		must(t, blockdev.WaitFd(q, -1))
+		if res.done != 1 || res.err != nil {
+			t.Fatalf("read: done %d, err %v", res.done, res.err)
+		}
+		if st := n.Children()[0].State; st != ChildOpen {
+			t.Fatalf("child %v after a late reap, want open", st)
+		}
+	})
+	t.Run("device_hung", func(t *testing.T) {
+		m, err := blockdev.NewMalloc("hang", blockdevtest.MinSize, 512)
+		must(t, err)
+		hq := &hangQueue{release: make(chan struct{})}
+		n := queueNexus(t, &hangDev{Malloc: m, q: hq})
+		q, err := n.OpenQueue()
+		must(t, err)
+		res := make(chan error, 1)
+		cb := &chanResult{ch: res}
+		if !q.StartQueued(false, make([]byte, 4096), 0, cb) {
+			t.Fatal("queue refused a read")
+		}
+		waited := make(chan error, 1)
+		go func() { _, err := q.Wait(-1); waited <- err }() // the owner waits; the disk holds the read
+		select {
+		case err := <-res:
+			if err == nil {
+				t.Fatal("read held by a hung disk succeeded")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no timeout for a read the disk holds while the owner waits")
+		}
+		close(hq.release)
+		must(t, <-waited)
+		must(t, q.Close())
+	})
+}
+
+// chanResult sends the result of one operation.
+type chanResult struct{ ch chan error }
+
+func (r *chanResult) IODone(_ int, err error) { r.ch <- err }
+func (r *chanResult) IOFlush()                {}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

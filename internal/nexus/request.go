@@ -63,6 +63,10 @@ type request struct {
 	pend    atomic.Int32
 	flushBy atomic.Pointer[subOp] // the sub-op whose IOFlush delivers the caller's
 	atimer  *time.Timer           // AfterFunc(onTimeout), created on first asynchronous use
+	// q is the per-thread queue the request was started on (queue.go), or
+	// nil; overdue is when onTimeout first found it late (UnixNano).
+	q       *nexusQueue
+	overdue int64
 }
 
 var requestPool = sync.Pool{New: func() any {
