@@ -77,6 +77,7 @@ type uringQueue struct {
 
 // queueOp is one operation in flight on a uringQueue.
 type queueOp struct {
+	u     *Uring // the device it addresses (the queue's, or a joined one's)
 	cb    IOCompletion
 	pin   []byte // caller memory the kernel is using
 	off   int64
@@ -111,7 +112,12 @@ func (u *Uring) OpenQueue() (Queue, error) {
 // asynchronously: p empty, too large or not aligned for O_DIRECT, range
 // invalid, the queue full or closed, the device closed.
 func (q *uringQueue) StartQueued(write bool, p []byte, off int64, cb IOCompletion) bool {
-	u := q.u
+	return q.startOn(q.u, write, p, off, cb)
+}
+
+// startOn is StartQueued for an operation on u, the queue's device or
+// one that joined it (JoinQueue).
+func (q *uringQueue) startOn(u *Uring, write bool, p []byte, off int64, cb IOCompletion) bool {
 	if q.closed || len(q.free) == 0 || len(p) == 0 || len(p) > uringMaxIO || (u.b.direct && !isAligned(p)) ||
 		CheckRange(off, int64(len(p)), u.b.bs, u.b.size) != nil {
 		return false
@@ -121,7 +127,7 @@ func (q *uringQueue) StartQueued(write bool, p []byte, off int64, cb IOCompletio
 	}
 	i := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
-	q.ops[i] = queueOp{cb: cb, pin: p, off: off, write: write}
+	q.ops[i] = queueOp{u: u, cb: cb, pin: p, off: off, write: write}
 	q.push(i)
 	q.n++
 	return true
@@ -135,7 +141,7 @@ func (q *uringQueue) push(i uint16) {
 	if o.write {
 		op = opWrite
 	}
-	q.r.push(&sqe{opcode: op, fd: int32(q.u.b.fd), off: uint64(o.off + int64(o.done)),
+	q.r.push(&sqe{opcode: op, fd: int32(o.u.b.fd), off: uint64(o.off + int64(o.done)),
 		addr: uint64(uintptr(unsafe.Pointer(&rest[0]))), len: uint32(len(rest)), userData: uint64(i)})
 }
 
@@ -199,12 +205,12 @@ func (q *uringQueue) reap() bool {
 	}
 	for _, i := range fin {
 		o := &q.ops[i]
-		cb := o.cb
+		cb, u := o.cb, o.u
 		*o = queueOp{}
 		q.free = append(q.free, i)
 		q.n--
 		cb.IOFlush()
-		q.u.gate.exit()
+		u.gate.exit()
 	}
 	q.spare = fin[:0]
 	return q.ready
@@ -227,7 +233,7 @@ func (q *uringQueue) reapOne(ud uint64, res int32) {
 		if res < 0 {
 			cause = unix.Errno(-res)
 		}
-		o.err = ioErr(opName(o.write), q.u.b.path, o.off+int64(o.done), cause)
+		o.err = ioErr(opName(o.write), o.u.b.path, o.off+int64(o.done), cause)
 	default:
 		o.done += int(res)
 		if o.done < len(o.pin) {
@@ -283,7 +289,61 @@ func (q *uringQueue) Close() error {
 	return err
 }
 
-var _ QueueOpener = (*Uring)(nil)
+// QueueJoiner is implemented by devices that can start their operations
+// on a Queue another device opened (Uring, pool replicas on one, handles
+// on those), so that one thread waits for the I/O of several devices, and
+// its socket, in one place: a nexus over several children.
+type QueueJoiner interface {
+	// JoinQueue returns a view of q that starts this device's operations
+	// on q's ring; q's owner keeps waiting on and closing q itself (the
+	// view's Wait, Inflight and Close are q's, its Close does nothing).
+	// ErrNotSupported when q is not a ring this device can use.
+	JoinQueue(q Queue) (Queue, error)
+}
+
+// QueueWrapper is a Queue that adds to another (a pool replica's offset
+// translation, an engine handle's closed check): Unwrap returns it.
+type QueueWrapper interface {
+	Unwrap() Queue
+}
+
+// JoinQueue returns a view of q, which must be (or wrap) a Uring's queue,
+// that starts u's operations on q's ring (see QueueJoiner).
+func (u *Uring) JoinQueue(q Queue) (Queue, error) {
+	for {
+		switch b := q.(type) {
+		case *uringQueue:
+			return &uringView{q: b, u: u}, nil
+		case *uringView:
+			return &uringView{q: b.q, u: u}, nil
+		case QueueWrapper:
+			q = b.Unwrap()
+		default:
+			return nil, fmt.Errorf("%w: %T is not an io_uring queue", ErrNotSupported, q)
+		}
+	}
+}
+
+// uringView is a view of a uringQueue that starts u's operations on it.
+type uringView struct {
+	q *uringQueue
+	u *Uring
+}
+
+func (v *uringView) StartQueued(write bool, p []byte, off int64, cb IOCompletion) bool {
+	return v.q.startOn(v.u, write, p, off, cb)
+}
+func (v *uringView) Submit()                   { v.q.Submit() }
+func (v *uringView) Wait(fd int) (bool, error) { return v.q.Wait(fd) }
+func (v *uringView) Inflight() int             { return v.q.Inflight() }
+
+// Close does nothing: the queue's owner closes the queue.
+func (v *uringView) Close() error { return nil }
+
+var (
+	_ QueueOpener = (*Uring)(nil)
+	_ QueueJoiner = (*Uring)(nil)
+)
 
 // WaitFd waits on q (reporting its completions) until fd is readable or
 // hung up, or nothing is in flight on q any more.

@@ -2,7 +2,9 @@ package blockdev_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"unsafe"
@@ -176,3 +178,83 @@ func TestUringQueueConformance(t *testing.T) {
 		return d
 	})
 }
+
+// joinDone counts completions and records the last error (owner only).
+type joinDone struct {
+	n   int
+	err error
+}
+
+func (d *joinDone) IODone(_ int, err error) {
+	d.n++
+	if err != nil {
+		d.err = err
+	}
+}
+func (d *joinDone) IOFlush() {}
+
+// TestUringJoinQueue: a second device joins a queue another opened; one
+// Wait reports both devices' operations, each lands on its own file, an
+// operation out of the joined device's range is refused, and a queue that
+// is not an io_uring cannot be joined.
+func TestUringJoinQueue(t *testing.T) {
+	a, err := blockdev.OpenUring(tempFile(t, "", 1<<20), blockdev.FileOptions{BlockSize: 4096})
+	if err != nil {
+		t.Skipf("io_uring: %v", err)
+	}
+	defer a.Close()
+	b, err := blockdev.OpenUring(tempFile(t, "", 2<<20), blockdev.FileOptions{BlockSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	q, err := a.OpenQueue()
+	if err != nil {
+		t.Skipf("no queue: %v", err)
+	}
+	v, err := b.JoinQueue(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa, pb := alignedBuf(4096), alignedBuf(4096)
+	for i := range pa {
+		pa[i], pb[i] = 'a', 'b'
+	}
+	var done joinDone
+	if !q.StartQueued(true, pa, 0, &done) || !v.StartQueued(true, pb, 1<<20, &done) {
+		t.Fatal("a write was refused")
+	}
+	if v.StartQueued(true, pb, 2<<20, &done) {
+		t.Fatal("a write past the joined device's end started")
+	}
+	if v.Inflight() != 2 {
+		t.Fatalf("view sees %d in flight, want 2", v.Inflight())
+	}
+	if err := blockdev.WaitFd(v, -1); err != nil || done.n != 2 || done.err != nil {
+		t.Fatalf("wait: %v, %d done, err %v", err, done.n, done.err)
+	}
+	if err := v.Close(); err != nil { // a view's Close leaves the queue open
+		t.Fatal(err)
+	}
+	got := alignedBuf(4096)
+	if _, err := b.ReadAt(got, 1<<20); err != nil || !bytes.Equal(got, pb) {
+		t.Fatalf("joined device: %v, data right %v", err, bytes.Equal(got, pb))
+	}
+	if _, err := a.ReadAt(got, 0); err != nil || !bytes.Equal(got, pa) {
+		t.Fatalf("opening device: %v, data right %v", err, bytes.Equal(got, pa))
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v.StartQueued(false, got, 0, &done) {
+		t.Fatal("view started an operation on a closed queue")
+	}
+	if _, err := b.JoinQueue(otherQueue{}); !errors.Is(err, blockdev.ErrNotSupported) {
+		t.Fatalf("joining a foreign queue: %v", err)
+	}
+}
+
+// otherQueue is a Queue that is not an io_uring.
+type otherQueue struct{ blockdev.Queue }

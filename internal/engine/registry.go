@@ -227,11 +227,28 @@ func (b *borrowedAsync) OpenQueue() (blockdev.Queue, error) {
 	return &borrowedQueue{Queue: q, b: b.borrowed}, nil
 }
 
+// JoinQueue returns a view of q for the device (blockdev.QueueJoiner),
+// checked like OpenQueue's queues; ErrNotSupported when the device cannot.
+func (b *borrowedAsync) JoinQueue(q blockdev.Queue) (blockdev.Queue, error) {
+	qj, ok := b.Device.(blockdev.QueueJoiner)
+	if !ok {
+		return nil, fmt.Errorf("%w: %T cannot join a queue", blockdev.ErrNotSupported, b.Device)
+	}
+	v, err := qj.JoinQueue(q)
+	if err != nil {
+		return nil, err
+	}
+	return &borrowedQueue{Queue: v, b: b.borrowed}, nil
+}
+
 // borrowedQueue is a queue opened through a borrowed handle.
 type borrowedQueue struct {
 	blockdev.Queue
 	b *borrowed
 }
+
+// Unwrap returns the device's queue (blockdev.QueueWrapper).
+func (q *borrowedQueue) Unwrap() blockdev.Queue { return q.Queue }
 
 // StartQueued forwards to the queue while the handle is open.
 func (q *borrowedQueue) StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool {

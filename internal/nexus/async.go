@@ -53,8 +53,8 @@ func (n *Nexus) StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompl
 	return n.startQueued(write, p, off, cb, nil)
 }
 
-// startQueued is StartQueued; with q set, only while q's child is the one
-// healthy child, and on q's child queue.
+// startQueued is StartQueued; with q set, only while the healthy children
+// are q's, and on their views of q.
 func (n *Nexus) startQueued(write bool, p []byte, off int64, cb blockdev.IOCompletion, q *nexusQueue) bool {
 	if len(p) == 0 || n.check(off, int64(len(p))) != nil || !n.gate.tryEnter() {
 		return false
@@ -74,7 +74,7 @@ func (n *Nexus) startQueued(write bool, p []byte, off int64, cb blockdev.IOCompl
 	r.atimer.Reset(n.cfg.ChildTimeout)
 	for i := range r.subs {
 		s := &r.subs[i]
-		if q != nil && s.inst.startAsyncOn(q.cq, s, (*asyncSub)(s)) || q == nil && s.inst.startAsync(s, (*asyncSub)(s)) {
+		if q != nil && s.inst.startAsyncOn(q.view(s.inst), s, (*asyncSub)(s)) || q == nil && s.inst.startAsync(s, (*asyncSub)(s)) {
 			continue
 		}
 		if i == 0 {
@@ -103,7 +103,7 @@ func (n *Nexus) asyncRequest(write bool, p []byte, off int64, cb blockdev.IOComp
 	if n.isBroken.Load() || len(snap.healthy) == 0 || len(snap.rebuilding) > 0 || n.jobs.Load() > 0 {
 		return nil, false
 	}
-	if q != nil && (len(snap.healthy) != 1 || snap.healthy[0] != q.in) {
+	if q != nil && !q.fits(snap) {
 		return nil, false
 	}
 	kind := opRead

@@ -8,26 +8,29 @@ import (
 	"github.com/kura-io/kura/internal/blockdev"
 )
 
-// Per-thread queues (blockdev.QueueOpener) for a nexus with one healthy
-// child, the common layout of a volume on one node: an exporter's
-// connection in ring mode (nbd, nvmetcp) then waits for its socket and
-// its child's I/O in one io_uring_enter, as it does on a bare replica.
-// The request machinery is StartQueued's (gate, timeout, fault handling),
-// with the child's part started on the child's queue.
+// Per-thread queues (blockdev.QueueOpener) for a nexus whose children
+// are all healthy and offer them: an exporter's connection in ring mode
+// (nbd, nvmetcp) then waits for its socket and its children's I/O in one
+// io_uring_enter, as it does on a bare replica. The first child opens the
+// queue and the others join its ring (blockdev.QueueJoiner), so one
+// thread waits for all of them in one place. The request machinery is
+// StartQueued's (gate, timeout, fault handling), with each child's part
+// started on its view of the queue.
 //
-// With more children a thread cannot wait for all their rings in one
-// place, so OpenQueue declines (ErrNotSupported). When the layout changes
-// while a queue is open (a child added, a rebuild, a fault), the queue's
-// StartQueued declines and the caller takes the synchronous path.
+// When the layout changes while a queue is open (a child added, a
+// rebuild, a fault), the queue declines I/O and the caller takes the
+// synchronous path.
 
 var _ blockdev.QueueOpener = (*Nexus)(nil)
 
-// nexusQueue is a Queue over the queue of the nexus's one healthy child.
-// It belongs to the goroutine that opened it (see blockdev.Queue).
+// nexusQueue is a Queue over one ring that all the nexus's healthy
+// children use. It belongs to the goroutine that opened it (see
+// blockdev.Queue).
 type nexusQueue struct {
-	n  *Nexus
-	in *instance      // the child instance the queue was opened on
-	cq blockdev.Queue // its device's queue
+	n    *Nexus
+	ins  []*instance      // the healthy children at open, in snapshot order
+	cqs  []blockdev.Queue // their views of the ring; cqs[0] opened it
+	base blockdev.Queue   // cqs[0]
 
 	// A Queue's completions are posted only while its owner waits
 	// (DEFER_TASKRUN): an owner busy elsewhere (blocked writing to a
@@ -72,48 +75,86 @@ func (q *nexusQueue) late(overdue *int64) bool {
 // blockdev.ErrNotSupported.
 func (n *Nexus) OpenQueue() (blockdev.Queue, error) {
 	snap := n.snap.Load()
-	if len(snap.healthy) != 1 || len(snap.rebuilding) > 0 {
-		return nil, fmt.Errorf("%w: nexus %s has %d healthy and %d rebuilding children (queues need exactly one)",
+	if len(snap.healthy) == 0 || len(snap.rebuilding) > 0 {
+		return nil, fmt.Errorf("%w: nexus %s has %d healthy and %d rebuilding children",
 			blockdev.ErrNotSupported, n.cfg.Name, len(snap.healthy), len(snap.rebuilding))
 	}
-	in := snap.healthy[0]
-	qo, ok := in.dev.(blockdev.QueueOpener)
+	first := snap.healthy[0]
+	qo, ok := first.dev.(blockdev.QueueOpener)
 	if !ok {
-		return nil, fmt.Errorf("%w: nexus %s: child device %T has no queues", blockdev.ErrNotSupported, n.cfg.Name, in.dev)
+		return nil, fmt.Errorf("%w: nexus %s: child device %T has no queues", blockdev.ErrNotSupported, n.cfg.Name, first.dev)
 	}
-	cq, err := qo.OpenQueue()
+	base, err := qo.OpenQueue()
 	if err != nil {
 		return nil, fmt.Errorf("nexus %s: child queue: %w", n.cfg.Name, err)
 	}
-	return &nexusQueue{n: n, in: in, cq: cq}, nil
+	q := &nexusQueue{n: n, ins: append([]*instance(nil), snap.healthy...), base: base}
+	q.cqs = append(q.cqs, base)
+	for _, in := range snap.healthy[1:] {
+		qj, ok := in.dev.(blockdev.QueueJoiner)
+		var v blockdev.Queue
+		if ok {
+			v, err = qj.JoinQueue(base)
+		}
+		if !ok || err != nil {
+			base.Close()
+			return nil, fmt.Errorf("%w: nexus %s: child device %T cannot share its queue (%v)", blockdev.ErrNotSupported, n.cfg.Name, in.dev, err)
+		}
+		q.cqs = append(q.cqs, v)
+	}
+	return q, nil
 }
 
-// StartQueued starts a read or write of the nexus on the child's queue
-// (see blockdev.Async); false when the nexus is no longer in the queue's
-// layout or the request needs the synchronous path.
+// fits reports whether snap's healthy children are the queue's.
+func (q *nexusQueue) fits(snap *snapshot) bool {
+	if len(snap.healthy) != len(q.ins) {
+		return false
+	}
+	for i, in := range snap.healthy {
+		if in != q.ins[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// view returns in's view of the queue (in is one of q.ins).
+func (q *nexusQueue) view(in *instance) blockdev.Queue {
+	for i, x := range q.ins {
+		if x == in {
+			return q.cqs[i]
+		}
+	}
+	return nil
+}
+
+// StartQueued starts a read or write of the nexus on the children's views
+// of the queue (see blockdev.Async); false when the nexus is no longer in
+// the queue's layout or the request needs the synchronous path.
 func (q *nexusQueue) StartQueued(write bool, p []byte, off int64, cb blockdev.IOCompletion) bool {
 	return q.n.startQueued(write, p, off, cb, q)
 }
 
 // Submit hands the started operations to the kernel.
-func (q *nexusQueue) Submit() { q.cq.Submit() }
+func (q *nexusQueue) Submit() { q.base.Submit() }
 
-// Wait waits on the child's queue (see blockdev.Queue).
+// Wait waits on the ring (see blockdev.Queue).
 func (q *nexusQueue) Wait(fd int) (bool, error) {
 	q.waitSince.Store(time.Now().UnixNano())
-	ready, err := q.cq.Wait(fd)
+	ready, err := q.base.Wait(fd)
 	q.lastReap.Store(time.Now().UnixNano())
 	q.waitSince.Store(0)
 	return ready, err
 }
 
-// Inflight counts the child operations in flight: one per request.
-func (q *nexusQueue) Inflight() int { return q.cq.Inflight() }
+// Inflight counts the child operations in flight (a write has one per
+// child).
+func (q *nexusQueue) Inflight() int { return q.base.Inflight() }
 
-// Close waits for the operations in flight and closes the child's queue.
+// Close waits for the operations in flight and closes the ring.
 func (q *nexusQueue) Close() error {
 	q.waitSince.Store(time.Now().UnixNano())
-	err := q.cq.Close()
+	err := q.base.Close()
 	q.lastReap.Store(time.Now().UnixNano())
 	q.waitSince.Store(0)
 	return err

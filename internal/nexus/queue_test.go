@@ -1,8 +1,10 @@
 package nexus
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,19 +15,88 @@ import (
 	"github.com/kura-io/kura/internal/blockdev/blockdevtest"
 )
 
-// TestNexusQueueConformance: a nexus over one io_uring child offers
-// per-thread queues that pass the queue conformance suite.
+// TestNexusQueueConformance: a nexus over one or three io_uring children
+// offers per-thread queues that pass the queue conformance suite.
 func TestNexusQueueConformance(t *testing.T) {
-	blockdevtest.RunQueue(t, func(t *testing.T) blockdev.Device { return uringNexus(t, 1) })
+	for _, k := range []int{1, 3} {
+		t.Run(fmt.Sprintf("children=%d", k), func(t *testing.T) {
+			blockdevtest.RunQueue(t, func(t *testing.T) blockdev.Device { return uringNexus(t, k) })
+		})
+	}
 }
 
-// TestNexusQueueLayouts: a nexus with several children declines queues;
-// a queue opened on a one-child nexus declines I/O once a second child is
-// added (the caller goes synchronous, which mirrors), and the nexus data
-// stay right.
+// TestNexusQueueMirror: writes through a queue on a 3-way nexus over
+// io_uring files reach every child (one ring carries them all), and reads
+// through it return them.
+func TestNexusQueueMirror(t *testing.T) {
+	n := uringNexus(t, 3)
+	defer n.Shutdown(t.Context())
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	q, err := n.OpenQueue()
+	must(t, err)
+	const ops = 96
+	bufs := make([][]byte, ops)
+	res := make([]queueResult, ops)
+	for i := range ops {
+		bufs[i] = blockdev.AlignedBuffer(8192)
+		copy(bufs[i], fill(byte(i+1), 8192))
+		if !q.StartQueued(true, bufs[i], int64(i)*8192, &res[i]) {
+			t.Fatalf("queue refused write %d", i)
+		}
+		if i%16 == 15 {
+			must(t, waitAll(q))
+		}
+	}
+	must(t, waitAll(q))
+	for i := range res {
+		if res[i].done != 1 || res[i].err != nil {
+			t.Fatalf("write %d: done %d, err %v", i, res[i].done, res[i].err)
+		}
+	}
+	for _, c := range n.snap.Load().healthy {
+		b := make([]byte, ops*8192)
+		if _, err := c.dev.ReadAt(b, 0); err != nil {
+			t.Fatal(err)
+		}
+		for i := range ops {
+			if !bytes.Equal(b[i*8192:(i+1)*8192], bufs[i]) {
+				t.Fatalf("child %s: block %d differs", c.c.uri, i)
+			}
+		}
+	}
+	got := blockdev.AlignedBuffer(8192)
+	for i := range ops { // reads go round the children
+		var r queueResult
+		if !q.StartQueued(false, got, int64(i)*8192, &r) {
+			t.Fatalf("queue refused read %d", i)
+		}
+		must(t, waitAll(q))
+		if r.done != 1 || r.err != nil || !bytes.Equal(got, bufs[i]) {
+			t.Fatalf("read %d: done %d, err %v, equal %v", i, r.done, r.err, bytes.Equal(got, bufs[i]))
+		}
+	}
+	must(t, q.Close())
+}
+
+// waitAll waits until nothing is in flight on q.
+func waitAll(q blockdev.Queue) error {
+	for q.Inflight() > 0 {
+		if _, err := q.Wait(-1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestNexusQueueLayouts: a nexus whose children cannot share a ring
+// declines queues; a queue opened on a one-child nexus declines I/O once a
+// second child is added (the caller goes synchronous, which mirrors), and
+// the nexus data stay right.
 func TestNexusQueueLayouts(t *testing.T) {
-	if _, err := uringNexus(t, 3).OpenQueue(); !errors.Is(err, blockdev.ErrNotSupported) {
-		t.Fatalf("OpenQueue on a 3-child nexus: %v, want ErrNotSupported", err)
+	e := newEnv(t, blockdevtest.MinSize)
+	if _, err := e.newNexus(e.config(uris(2)...)).OpenQueue(); !errors.Is(err, blockdev.ErrNotSupported) {
+		t.Fatalf("OpenQueue on a nexus over malloc children: %v, want ErrNotSupported", err)
 	}
 	n := uringNexus(t, 1)
 	runtime.LockOSThread()

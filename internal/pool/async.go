@@ -111,6 +111,20 @@ func (r *Replica) OpenQueue() (blockdev.Queue, error) {
 	return &replicaQueue{Queue: q, r: r}, nil
 }
 
+// JoinQueue returns a view of q that starts this replica's I/O on q's
+// ring (blockdev.QueueJoiner), translating and refusing as StartQueued.
+func (r *Replica) JoinQueue(q blockdev.Queue) (blockdev.Queue, error) {
+	qj, ok := r.p.dev.(blockdev.QueueJoiner)
+	if !ok || r.p.async == nil {
+		return nil, fmt.Errorf("pool %s: device %s: %w", r.p.label.Name, r.p.dev, blockdev.ErrNotSupported)
+	}
+	v, err := qj.JoinQueue(q)
+	if err != nil {
+		return nil, err
+	}
+	return &replicaQueue{Queue: v, r: r}, nil
+}
+
 // replicaQueue is a Queue on the pool device that addresses one replica.
 type replicaQueue struct {
 	blockdev.Queue
@@ -123,7 +137,12 @@ func (q *replicaQueue) StartQueued(write bool, b []byte, off int64, cb blockdev.
 	return q.r.p.startVolOn(q.Queue, q.r.v, write, b, off, cb)
 }
 
+// Unwrap returns the pool device's queue (blockdev.QueueWrapper).
+func (q *replicaQueue) Unwrap() blockdev.Queue { return q.Queue }
+
 var (
-	_ blockdev.Async       = (*Replica)(nil)
-	_ blockdev.QueueOpener = (*Replica)(nil)
+	_ blockdev.Async        = (*Replica)(nil)
+	_ blockdev.QueueOpener  = (*Replica)(nil)
+	_ blockdev.QueueJoiner  = (*Replica)(nil)
+	_ blockdev.QueueWrapper = (*replicaQueue)(nil)
 )
