@@ -70,9 +70,11 @@ type conn struct {
 	devAsync asyncDevice // dev, when it can run reads and writes asynchronously
 	queuedIO bool        // async I/O queued but not submitted (reader only)
 	// Ring mode (ring.go), reader only: qo is dev's queue support (nil:
-	// none, or it failed), q the open queue (nil outside ring mode).
-	qo blockdev.QueueOpener
-	q  blockdev.Queue
+	// none), q the open queue (nil outside ring mode), ringRetry when to
+	// ask qo again after it failed.
+	qo        blockdev.QueueOpener
+	q         blockdev.Queue
+	ringRetry time.Time
 
 	// Asynchronous completions: IODone appends to doneQ, IOFlush wakes the
 	// replier goroutine, which answers them (only when async != nil).

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"runtime"
+	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/rawsock"
@@ -33,8 +34,16 @@ import (
 // ringWanted reports whether the reader should enter ring mode now
 // (reader only).
 func (c *conn) ringWanted() bool {
-	return c.qo != nil && c.pipelining(pipeLimit) && !c.srv.cfg.NoQueues && c.sock.socket
+	if c.qo == nil || !c.pipelining(pipeLimit) || c.srv.cfg.NoQueues || !c.sock.socket {
+		return false
+	}
+	return c.ringRetry.IsZero() || time.Now().After(c.ringRetry)
 }
+
+// ringRetryDelay: a device that could not open a queue (a nexus while a
+// child rebuilds, a replica on a pool without io_uring) is asked again
+// after this long.
+const ringRetryDelay = 5 * time.Second
 
 // pipelining reports whether the client keeps several requests in flight:
 // pipelined at or above level, or on average two or more requests per
@@ -46,7 +55,8 @@ func (c *conn) pipelining(level int64) bool {
 
 // openRing enters ring mode (reader only). It does nothing while a writer
 // holds wmu (the socket cannot change modes then; a later read tries
-// again); a device that cannot open a queue is not asked again.
+// again); a device that cannot open a queue is asked again after
+// ringRetryDelay.
 func (c *conn) openRing() {
 	if !c.sock.raw {
 		c.enterRaw()
@@ -59,9 +69,10 @@ func (c *conn) openRing() {
 	if err != nil {
 		runtime.UnlockOSThread()
 		c.log.Debug("nbd: no per-thread I/O queue", "err", err)
-		c.qo = nil
+		c.ringRetry = time.Now().Add(ringRetryDelay)
 		return
 	}
+	c.ringRetry = time.Time{}
 	c.submitQueued() // I/O queued on the shared ring goes out first
 	c.q, c.async = q, q
 	c.srv.ringConns.Add(1)

@@ -102,9 +102,11 @@ type queue struct {
 	il       inlineState
 
 	// Ring mode (ring.go), reader only: qo is the namespace device's queue
-	// support (nil: none, or it failed), rq the open queue.
-	qo blockdev.QueueOpener
-	rq blockdev.Queue
+	// support (nil: none), rq the open queue, ringRetry when to ask qo
+	// again after it failed.
+	qo        blockdev.QueueOpener
+	rq        blockdev.Queue
+	ringRetry time.Time
 	// ringOn: rq is open (for completeDirect, which may run elsewhere).
 	ringOn atomic.Bool
 

@@ -29,12 +29,22 @@ import (
 // stall, pduTimeout), the reader closes the queue, unlocks its thread and
 // puts the socket back. Everything else (inline execution, workers, the
 // completer, deferred commands) is unchanged.
-const ringIdle = 50 * time.Millisecond
+//
+// A device that cannot open a queue (a nexus while a child rebuilds, a
+// replica on a pool without io_uring) is asked again after
+// ringRetryDelay.
+const (
+	ringIdle       = 50 * time.Millisecond
+	ringRetryDelay = 5 * time.Second
+)
 
 // ringWanted reports whether the reader should enter ring mode now
 // (reader only).
 func (q *queue) ringWanted() bool {
 	if q.qid == 0 || !q.connected || q.t.cfg.NoQueues || !q.sock.socket || q.il.pipelined < pipeLimit {
+		return false
+	}
+	if !q.ringRetry.IsZero() && time.Now().Before(q.ringRetry) {
 		return false
 	}
 	q.as.probe(q)
@@ -43,7 +53,7 @@ func (q *queue) ringWanted() bool {
 
 // openRing enters ring mode (reader only). It does nothing while a writer
 // owns the socket (a later read tries again); a device that cannot open a
-// queue is not asked again.
+// queue is asked again after the target's ringRetryDelay.
 func (q *queue) openRing() {
 	if !q.sock.raw {
 		q.enterRaw()
@@ -56,10 +66,11 @@ func (q *queue) openRing() {
 	if err != nil {
 		runtime.UnlockOSThread()
 		q.t.log.Debug("nvmetcp: no per-thread I/O queue", "qid", q.qid, "err", err)
-		q.qo = nil
+		q.ringRetry = time.Now().Add(q.t.ringRetryDelay)
 		q.leaveRaw()
 		return
 	}
+	q.ringRetry = time.Time{}
 	q.as.submit() // what was started on the shared ring goes out first
 	q.rq, q.as.dev = rq, rq
 	q.ringOn.Store(true)

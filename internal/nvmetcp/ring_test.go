@@ -3,11 +3,13 @@ package nvmetcp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,4 +218,69 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 	c1, err := ln.Accept()
 	must(t, err)
 	return c1, c2
+}
+
+// flakyQueues is a uring device whose OpenQueue fails until allowed.
+type flakyQueues struct {
+	*blockdev.Uring
+	allow atomic.Bool
+	tries atomic.Int32
+}
+
+func (f *flakyQueues) OpenQueue() (blockdev.Queue, error) {
+	f.tries.Add(1)
+	if !f.allow.Load() {
+		return nil, fmt.Errorf("%w: not now", blockdev.ErrNotSupported)
+	}
+	return f.Uring.OpenQueue()
+}
+
+// TestRingModeRetry: a device that cannot open a queue when the host
+// starts pipelining (a nexus while a child rebuilds) is asked again later,
+// and the queue enters ring mode once it can.
+func TestRingModeRetry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk.img")
+	must(t, os.WriteFile(path, nil, 0o600))
+	must(t, os.Truncate(path, 16<<20))
+	u, err := blockdev.OpenUring(path, blockdev.FileOptions{BlockSize: 4096})
+	if err != nil {
+		t.Skipf("io_uring unavailable: %v", err)
+	}
+	defer u.Close()
+	dev := &flakyQueues{Uring: u}
+	tg := startTarget(t, TargetConfig{})
+	tg.ringRetryDelay = 20 * time.Millisecond
+	must(t, tg.AddSubsystem(SubsystemConfig{NQN: NQNFor("flaky"), Device: dev, AllowAnyHost: true}))
+	d := dial(t, tg, Config{SubNQN: NQNFor("flaky"), IOQueues: 1, QueueSize: 64})
+	defer d.Close()
+	rwVerify(t, d, 32, 40, (16<<20)/32, 4, 4096)
+	if dev.tries.Load() == 0 || tg.ringEnters.Load() != 0 {
+		t.Fatalf("%d OpenQueue tries, %d ring entries while refused", dev.tries.Load(), tg.ringEnters.Load())
+	}
+	dev.allow.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for tg.ringEnters.Load() == 0 && time.Now().Before(deadline) {
+		pipelinedReads(t, d, 32, 20)
+	}
+	if tg.ringEnters.Load() == 0 {
+		t.Fatalf("no ring mode after OpenQueue was allowed (%d tries)", dev.tries.Load())
+	}
+}
+
+// pipelinedReads has workers goroutines read 4 KiB n times each.
+func pipelinedReads(t *testing.T, d *Device, workers, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			buf := make([]byte, 4096)
+			for i := range n {
+				if _, err := d.ReadAt(buf, int64((w*n+i)%1024)*4096); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -116,6 +116,7 @@ type Target struct {
 	// I/O queues in ring mode now, and times one entered it (ring.go;
 	// tests, diagnostics).
 	ringConns, ringEnters atomic.Int64
+	ringRetryDelay        time.Duration // ring.go's ringRetryDelay (tests shorten it)
 
 	mu      sync.Mutex // guards everything below
 	ln      net.Listener
@@ -159,7 +160,7 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 		cfg.Logger = slog.Default()
 	}
 	t := &Target{cfg: cfg, log: cfg.Logger.With("component", "nvmetcp-target"),
-		subs: map[string]*subsystem{}, conns: map[*queue]struct{}{}, genctr: 1}
+		subs: map[string]*subsystem{}, conns: map[*queue]struct{}{}, genctr: 1, ringRetryDelay: ringRetryDelay}
 	t.disc = newSubsystem(t, SubsystemConfig{NQN: nvme.DiscoveryNQN, AllowAnyHost: true, Serial: "kura-discovery", Model: "Kura Discovery"})
 	t.disc.discovery = true
 	return t, nil
