@@ -53,12 +53,13 @@ func freeAddr(t testing.TB) string {
 
 // engineProc is a `kura engine` subprocess.
 type engineProc struct {
-	cmd  *exec.Cmd
-	grpc string
-	nbd  string
-	nvmf string
-	log  *bytes.Buffer
-	done chan struct{}
+	cmd     *exec.Cmd
+	grpc    string
+	nbd     string
+	nvmf    string
+	metrics string // Prometheus endpoint host:port
+	log     *bytes.Buffer
+	done    chan struct{}
 }
 
 // startEngineProc runs `kura engine` on dataDir and waits until its health
@@ -82,8 +83,9 @@ func startEngineProc(t testing.TB, dataDir string) *engineProc {
 
 func tryStartEngineProc(t testing.TB, dataDir string) (*engineProc, bool) {
 	t.Helper()
-	p := &engineProc{grpc: freeAddr(t), nbd: freeAddr(t), nvmf: freeAddr(t), log: &bytes.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(kuraBin, "engine", "--data-dir", dataDir, "--grpc", p.grpc, "--nbd", p.nbd, "--nvmf", p.nvmf, "--log-level", "debug")
+	p := &engineProc{grpc: freeAddr(t), nbd: freeAddr(t), nvmf: freeAddr(t), metrics: freeAddr(t), log: &bytes.Buffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(kuraBin, "engine", "--data-dir", dataDir, "--grpc", p.grpc, "--nbd", p.nbd, "--nvmf", p.nvmf,
+		"--metrics", p.metrics, "--log-level", "debug")
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
 	if err := p.cmd.Start(); err != nil {

@@ -145,3 +145,48 @@ func (n *nbdClient) Close() error {
 	_ = n.request(nbdCmdDisc, 0, 0, nil)
 	return n.c.Close()
 }
+
+// writeBatch sends every write of the batch in one socket write before
+// reading any reply, so the server sees them pipelined, and checks that
+// each got a successful reply (in any order).
+func (n *nbdClient) writeBatch(offs []int64, bufs [][]byte) error {
+	first := n.handle + 1
+	var out []byte
+	for i, off := range offs {
+		n.handle++
+		out = append(out, nbdWriteRequest(n.handle, off, bufs[i])...)
+	}
+	_ = n.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := n.c.Write(out); err != nil {
+		return err
+	}
+	seen := map[uint64]bool{}
+	for range offs {
+		var r [16]byte
+		if _, err := io.ReadFull(n.r, r[:]); err != nil {
+			return err
+		}
+		h := binary.BigEndian.Uint64(r[8:])
+		switch {
+		case binary.BigEndian.Uint32(r[0:]) != nbdReplyMagic:
+			return fmt.Errorf("nbd: bad reply magic %x", r[:4])
+		case binary.BigEndian.Uint32(r[4:]) != 0:
+			return fmt.Errorf("nbd: write %d failed: error %d", h, binary.BigEndian.Uint32(r[4:]))
+		case h < first || h > n.handle || seen[h]:
+			return fmt.Errorf("nbd: unexpected reply handle %d (batch %d–%d)", h, first, n.handle)
+		}
+		seen[h] = true
+	}
+	return nil
+}
+
+// nbdWriteRequest encodes an NBD_CMD_WRITE request with its data.
+func nbdWriteRequest(handle uint64, off int64, data []byte) []byte {
+	var h [28]byte
+	binary.BigEndian.PutUint32(h[0:], nbdReqMagic)
+	binary.BigEndian.PutUint16(h[6:], nbdCmdWrite)
+	binary.BigEndian.PutUint64(h[8:], handle)
+	binary.BigEndian.PutUint64(h[16:], uint64(off))
+	binary.BigEndian.PutUint32(h[24:], uint32(len(data)))
+	return append(h[:], data...)
+}

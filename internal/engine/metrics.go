@@ -154,6 +154,31 @@ func (e *Engine) writeMetrics(w io.Writer) {
 		st := ne.n.Status()
 		m.metric("kura_nexus_rebuilds_running", "Rebuild jobs running in the nexus.", "gauge", float64(st.Rebuilds), "nexus", st.Name)
 	}
+	e.writeFrontendMetrics(m)
 	m.metric("kura_bdevs", "Bdevs open in the engine.", "gauge", float64(bdevs))
 	m.metric("kura_shares", "Exports (NVMe/TCP subsystems and NBD exports).", "gauge", float64(shares))
+}
+
+// writeFrontendMetrics reports the exporters' ring mode (per-thread
+// io_uring queues for pipelining connections; docs/nbd.md).
+func (e *Engine) writeFrontendMetrics(m *metricsWriter) {
+	type ring struct {
+		frontend      string
+		enters, conns int64
+	}
+	var rs []ring
+	if e.front.nbd != nil {
+		st := e.front.nbd.Stats()
+		rs = append(rs, ring{"nbd", st.RingEnters, st.RingConns})
+	}
+	if e.front.nvmf.t != nil {
+		st := e.front.nvmf.t.Stats()
+		rs = append(rs, ring{"nvmf", st.RingEnters, st.RingQueues})
+	}
+	for _, r := range rs {
+		m.metric("kura_ring_mode_entries_total", "Times a connection (an NVMe/TCP I/O queue) entered ring mode.", "counter", float64(r.enters), "frontend", r.frontend)
+	}
+	for _, r := range rs {
+		m.metric("kura_ring_mode_connections", "Connections (NVMe/TCP I/O queues) in ring mode now.", "gauge", float64(r.conns), "frontend", r.frontend)
+	}
 }

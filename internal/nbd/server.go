@@ -136,6 +136,21 @@ func NewServer(cfg Config) *Server {
 	return s
 }
 
+// ServerStats counts events of the server's data path (diagnostics,
+// metrics).
+type ServerStats struct {
+	// RingEnters: times a connection entered ring mode (ring.go);
+	// RingConns: connections in ring mode now.
+	RingEnters, RingConns int64
+	// RawEnters: times a socket left the netpoller (sock.go).
+	RawEnters int64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() ServerStats {
+	return ServerStats{RingEnters: s.ringEnters.Load(), RingConns: s.ringConns.Load(), RawEnters: s.rawEnters.Load()}
+}
+
 // Start listens on the configured address and serves clients until Close,
 // or until ctx is cancelled.
 func (s *Server) Start(ctx context.Context) error {
