@@ -50,15 +50,7 @@ func TestNexusSurvivesKill(t *testing.T) {
 	}
 	verify := func(c *nbdClient, what string) {
 		t.Helper()
-		got := make([]byte, bs)
-		for blk, b := range want {
-			if err := c.ReadAt(got, blk*bs); err != nil {
-				t.Fatalf("%s: read block %d: %v", what, blk, err)
-			}
-			if !bytes.Equal(got, b) {
-				t.Fatalf("%s: block %d does not hold the flushed data", what, blk)
-			}
-		}
+		verifyBlocks(t, c, want, bs, what)
 	}
 	for cycle := 0; cycle < cycles; cycle++ {
 		c, err := dialNBD(e.nbd, "vol")
@@ -93,20 +85,42 @@ func TestNexusSurvivesKill(t *testing.T) {
 		e = startEngineProc(t, data)
 		waitOnline(e)
 	}
+	verifyVolume(t, e, want, bs, "r1", "r2")
+}
+
+// verifyBlocks checks that every block of want reads back through c.
+func verifyBlocks(t *testing.T, c *nbdClient, want map[int64][]byte, bs int, what string) {
+	t.Helper()
+	got := make([]byte, bs)
+	for blk, b := range want {
+		if err := c.ReadAt(got, blk*int64(bs)); err != nil {
+			t.Fatalf("%s: read block %d: %v", what, blk, err)
+		}
+		if !bytes.Equal(got, b) {
+			t.Fatalf("%s: block %d does not hold the flushed data", what, blk)
+		}
+	}
+}
+
+// verifyVolume checks want through the published nexus "vol" of pool p,
+// destroys the nexus, and checks want on each of its replicas, shared
+// over NBD.
+func verifyVolume(t *testing.T, e *engineProc, want map[int64][]byte, bs int, replicas ...string) {
+	t.Helper()
 	c, err := dialNBD(e.nbd, "vol")
 	if err != nil {
 		t.Fatal(err)
 	}
-	verify(c, "nexus")
+	verifyBlocks(t, c, want, bs, "nexus")
 	c.Close()
 	e.ok(t, "nexus", "destroy", "vol")
-	for _, r := range []string{"r1", "r2"} {
+	for _, r := range replicas {
 		e.ok(t, "replica", "share", "p", r, "--protocol", "nbd")
 		rc, err := dialNBD(e.nbd, r)
 		if err != nil {
 			t.Fatal(err)
 		}
-		verify(rc, r)
+		verifyBlocks(t, rc, want, bs, r)
 		rc.Close()
 	}
 }

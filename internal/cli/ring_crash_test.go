@@ -63,18 +63,6 @@ func TestNexusRingSurvivesKill(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 11))
 	want := map[int64][]byte{}
-	verify := func(c *nbdClient, what string) {
-		t.Helper()
-		got := make([]byte, bs)
-		for blk, b := range want {
-			if err := c.ReadAt(got, blk*bs); err != nil {
-				t.Fatalf("%s: read block %d: %v", what, blk, err)
-			}
-			if string(got) != string(b) {
-				t.Fatalf("%s: block %d does not hold the flushed data", what, blk)
-			}
-		}
-	}
 	// newBatch returns batch distinct random blocks and their new content.
 	newBatch := func() ([]int64, [][]byte) {
 		offs, bufs := make([]int64, 0, batch), make([][]byte, 0, batch)
@@ -101,7 +89,7 @@ func TestNexusRingSurvivesKill(t *testing.T) {
 		if err != nil {
 			t.Fatalf("cycle %d: the nexus is not published after restart: %v", cycle, err)
 		}
-		verify(c, "nexus")
+		verifyBlocks(t, c, want, bs, "nexus")
 		for range 8 {
 			offs, bufs := newBatch()
 			if err := c.writeBatch(offs, bufs); err != nil {
@@ -134,20 +122,5 @@ func TestNexusRingSurvivesKill(t *testing.T) {
 		c.c.Close()
 		e = startEngineProc(t, data)
 	}
-	c, err := dialNBD(e.nbd, "vol")
-	if err != nil {
-		t.Fatal(err)
-	}
-	verify(c, "nexus")
-	c.Close()
-	e.ok(t, "nexus", "destroy", "vol")
-	for _, r := range []string{"r1", "r2"} {
-		e.ok(t, "replica", "share", "p", r, "--protocol", "nbd")
-		rc, err := dialNBD(e.nbd, r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		verify(rc, r)
-		rc.Close()
-	}
+	verifyVolume(t, e, want, bs, "r1", "r2")
 }
