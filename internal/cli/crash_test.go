@@ -55,7 +55,8 @@ type crashModel struct {
 
 // TestCrashConsistency SIGKILLs a `kura engine` process at random moments
 // while it creates and destroys replicas and writes and flushes data to
-// them through NBD shares. After every kill the pool must import, check
+// them through NBD shares, one write at a time or in pipelined batches
+// (ring mode). After every kill the pool must import, check
 // clean, and every flushed write must read back exactly (never-written
 // blocks read zeros); the restarted engine must re-import the pool and
 // re-create the shares by itself. 15 cycles by default, 200 with
@@ -83,6 +84,7 @@ func TestCrashConsistency(t *testing.T) {
 	m := &crashModel{reps: map[string]*crashReplica{}}
 
 	start := time.Now()
+	var ringEnters float64 // connections that entered ring mode, over all engine lifetimes
 	for cycle := 0; cycle < cycles; cycle++ {
 		e := startEngineProc(t, data)
 		conn, err := grpc.NewClient(e.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -110,6 +112,9 @@ func TestCrashConsistency(t *testing.T) {
 			t.Fatalf("cycle %d: workload stopped before the kill: %v", cycle, err)
 		case <-time.After(delay):
 		}
+		if n := e.metric(t, `kura_ring_mode_entries_total{frontend="nbd"}`); n > 0 {
+			ringEnters += n
+		}
 		e.kill()
 		wcancel()
 		<-done
@@ -122,6 +127,10 @@ func TestCrashConsistency(t *testing.T) {
 		cycles, time.Since(start).Round(time.Millisecond), m.creates, m.destroys, m.resizes, m.flushes, m.blocks, len(m.reps))
 	if m.flushes == 0 || m.creates == 0 {
 		t.Fatal("the workload made no progress")
+	}
+	t.Logf("NBD connections entered ring mode %v times", ringEnters)
+	if ringEnters == 0 {
+		t.Fatal("no pipelined batch put an NBD connection into ring mode")
 	}
 }
 
@@ -195,14 +204,19 @@ func crashWorkload(ctx context.Context, rc enginev1.ReplicaServiceClient, nbdAdd
 				}
 				conns[r.name] = c
 			}
-			for i := 1 + rng.IntN(8); i > 0; i-- {
-				blk := rng.Int64N(r.size / crashBlock)
-				buf := make([]byte, crashBlock)
-				fillBlock(buf, rng.Uint64())
-				r.pending[blk] = append(r.pending[blk], buf)
-				if err := c.WriteAt(buf, blk*crashBlock); err != nil {
-					return err
+			if rng.IntN(2) == 0 {
+				// One at a time.
+				for i := 1 + rng.IntN(8); i > 0; i-- {
+					blk := rng.Int64N(r.size / crashBlock)
+					buf := make([]byte, crashBlock)
+					fillBlock(buf, rng.Uint64())
+					r.pending[blk] = append(r.pending[blk], buf)
+					if err := c.WriteAt(buf, blk*crashBlock); err != nil {
+						return err
+					}
 				}
+			} else if err := crashWriteBatch(c, r, rng); err != nil {
+				return err
 			}
 			if err := c.Flush(); err != nil {
 				return err
@@ -215,6 +229,27 @@ func crashWorkload(ctx context.Context, rc enginev1.ReplicaServiceClient, nbdAdd
 			clear(r.pending)
 		}
 	}
+}
+
+// crashWriteBatch sends 8–32 writes to distinct blocks of r at once
+// (pipelined: the server takes the connection into ring mode) and waits
+// for their replies.
+func crashWriteBatch(c *nbdClient, r *crashReplica, rng *rand.Rand) error {
+	n := min(8+rng.IntN(25), int(r.size/crashBlock))
+	offs, bufs := make([]int64, 0, n), make([][]byte, 0, n)
+	seen := map[int64]bool{}
+	for len(offs) < n {
+		blk := rng.Int64N(r.size / crashBlock)
+		if seen[blk] {
+			continue
+		}
+		seen[blk] = true
+		buf := make([]byte, crashBlock)
+		fillBlock(buf, rng.Uint64())
+		r.pending[blk] = append(r.pending[blk], buf)
+		offs, bufs = append(offs, blk*crashBlock), append(bufs, buf)
+	}
+	return c.writeBatch(offs, bufs)
 }
 
 func cmpString(a, b string) int {
