@@ -1,13 +1,11 @@
 package nbd
 
 import (
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -158,7 +156,7 @@ func (s *sock) Write(b []byte) (int, error) {
 	if !s.raw {
 		return s.nc.Write(b)
 	}
-	return rawsock.WriteAll(s.fd, b, s.wdeadline.Load(), &s.wfds)
+	return rawsock.WriteAll(s.fd, b, &s.wdeadline, &s.wfds)
 }
 
 // writev writes hdr and data with one writev(2) where the socket takes
@@ -171,54 +169,21 @@ func (s *sock) writev(hdr, data []byte) error {
 		s.iov[0], s.iov[1] = nil, nil
 		return err
 	}
-	for len(hdr)+len(data) > 0 {
-		var m int
-		var err error
-		switch {
-		case len(hdr) == 0:
-			m, err = syscall.Write(s.fd, data)
-		case raceEnabled:
-			// syscall.Write publishes the race detector's edge (see
-			// above); a raw writev cannot.
-			m, err = syscall.Write(s.fd, hdr)
-		default:
-			m, err = s.writev2(hdr, data)
+	dl := &s.wdeadline
+	if raceEnabled {
+		// syscall.Write publishes the race detector's edge (see above);
+		// a raw writev cannot.
+		if _, err := rawsock.WriteAll(s.fd, hdr, dl, &s.wfds); err != nil {
+			return err
 		}
-		if m > 0 {
-			if m >= len(hdr) {
-				data, hdr = data[m-len(hdr):], nil
-			} else {
-				hdr = hdr[m:]
-			}
-		}
-		if err != nil {
-			if err = s.retryWrite(err); err != nil {
-				return err
-			}
-		} else if m <= 0 {
-			return io.ErrShortWrite
-		}
+		_, err := rawsock.WriteAll(s.fd, data, dl, &s.wfds)
+		return err
 	}
-	return nil
-}
-
-// writev2 is one writev(2) of a and b (both non-empty) on the raw socket.
-func (s *sock) writev2(a, b []byte) (int, error) {
-	s.iovec[0].Base, s.iovec[1].Base = &a[0], &b[0]
-	s.iovec[0].SetLen(len(a))
-	s.iovec[1].SetLen(len(b))
-	r, _, e := syscall.Syscall(syscall.SYS_WRITEV, uintptr(s.fd), uintptr(unsafe.Pointer(&s.iovec[0])), 2)
-	s.iovec = [2]syscall.Iovec{}
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
-}
-
-// retryWrite handles a raw write error (rawsock.RetryWrite, with the
-// shutdown deadline).
-func (s *sock) retryWrite(err error) error {
-	return rawsock.RetryWrite(s.fd, err, s.wdeadline.Load(), &s.wfds)
+	s.iov[0], s.iov[1] = hdr, data
+	bufs := s.iov[:]
+	_, err := rawsock.WritevAll(s.fd, &bufs, s.iovec[:], dl, &s.wfds)
+	s.iov[0], s.iov[1] = nil, nil
+	return err
 }
 
 // writeNow writes what the socket takes of b now, without blocking, and

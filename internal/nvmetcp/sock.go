@@ -70,7 +70,7 @@ func (s *qsock) Write(b []byte) (int, error) {
 	if !s.raw {
 		return s.nc.Write(b)
 	}
-	return rawsock.WriteAll(s.fd, b, s.wdeadline.Load(), &s.wfds)
+	return rawsock.WriteAll(s.fd, b, &s.wdeadline, &s.wfds)
 }
 
 // WriteBuffers writes bufs with writev, like net.Buffers.WriteTo on the
@@ -83,7 +83,7 @@ func (s *qsock) WriteBuffers(bufs *net.Buffers) (int64, error) {
 		return 0, fmt.Errorf("nvmetcp: %d buffers in one write (at most %d)", len(*bufs), len(s.iov))
 	}
 	b := [][]byte(*bufs)
-	n, err := rawsock.WritevAll(s.fd, &b, s.iov[:], s.wdeadline.Load(), &s.wfds)
+	n, err := rawsock.WritevAll(s.fd, &b, s.iov[:], &s.wdeadline, &s.wfds)
 	*bufs = b
 	return n, err
 }
@@ -132,7 +132,7 @@ func (s *qsock) close() {
 	s.nc.Close()
 }
 
-// queued reports whether bytes wait in the socket's receive queue, without
+// socketQueued reports whether bytes wait in the socket's receive queue, without
 // reading them (reader only; false for connections that are not sockets).
 func (q *queue) socketQueued() bool {
 	s := &q.sock

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -98,9 +99,10 @@ func WriteSome(fd int, b []byte) (int, error) {
 
 // RetryWrite handles the error of a write on a non-blocking fd: nil after
 // EINTR, or after EAGAIN once the socket may take more (or WriteWaitMs
-// passed); os.ErrDeadlineExceeded past deadline (UnixNano, 0 = none);
-// otherwise err. pfd is the caller's poll scratch.
-func RetryWrite(fd int, err error, deadline int64, pfd *[1]unix.PollFd) error {
+// passed); os.ErrDeadlineExceeded past *deadline (UnixNano, 0 or a nil
+// deadline = none; read at every wait, so a deadline set while a writer
+// waits applies); otherwise err. pfd is the caller's poll scratch.
+func RetryWrite(fd int, err error, deadline *atomic.Int64, pfd *[1]unix.PollFd) error {
 	switch err {
 	case syscall.EINTR:
 		return nil
@@ -109,8 +111,12 @@ func RetryWrite(fd int, err error, deadline int64, pfd *[1]unix.PollFd) error {
 		return err
 	}
 	ms := WriteWaitMs
-	if deadline != 0 {
-		left := deadline - time.Now().UnixNano()
+	var dl int64
+	if deadline != nil {
+		dl = deadline.Load()
+	}
+	if dl != 0 {
+		left := dl - time.Now().UnixNano()
 		if left <= 0 {
 			return os.ErrDeadlineExceeded
 		}
@@ -125,7 +131,7 @@ func RetryWrite(fd int, err error, deadline int64, pfd *[1]unix.PollFd) error {
 
 // WriteAll writes all of b to the non-blocking fd, waiting for socket
 // space (RetryWrite).
-func WriteAll(fd int, b []byte, deadline int64, pfd *[1]unix.PollFd) (int, error) {
+func WriteAll(fd int, b []byte, deadline *atomic.Int64, pfd *[1]unix.PollFd) (int, error) {
 	n := 0
 	for n < len(b) {
 		m, err := syscall.Write(fd, b[n:])
@@ -182,7 +188,7 @@ func Read(fd int, b []byte) (n int, again bool, err error) {
 // WritevAll writes every buffer of bufs to the non-blocking fd with
 // writev(2), waiting for socket space like WriteAll. iov is the caller's
 // scratch, at least as long as bufs. It consumes bufs as they are written.
-func WritevAll(fd int, bufs *[][]byte, iov []syscall.Iovec, deadline int64, pfd *[1]unix.PollFd) (int64, error) {
+func WritevAll(fd int, bufs *[][]byte, iov []syscall.Iovec, deadline *atomic.Int64, pfd *[1]unix.PollFd) (int64, error) {
 	var total int64
 	defer clear(iov)
 	for {

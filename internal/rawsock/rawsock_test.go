@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ func TestReadWrite(t *testing.T) {
 	if n, again, err := Read(fd, b); n != 5 || again || err != nil || string(b[:5]) != "hello" {
 		t.Fatalf("Read: %d %q %v %v", n, b[:n], again, err)
 	}
-	if n, err := WriteAll(fd, []byte("back"), 0, &pfd); n != 4 || err != nil {
+	if n, err := WriteAll(fd, []byte("back"), nil, &pfd); n != 4 || err != nil {
 		t.Fatalf("WriteAll: %d %v", n, err)
 	}
 	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -74,12 +75,16 @@ func TestReadWrite(t *testing.T) {
 	if n, err := WriteSome(fd, big); err != nil || n == 0 || n == len(big) {
 		t.Fatalf("WriteSome on a filling socket: %d %v", n, err)
 	}
+	// The deadline is set while the writer already waits (as a shutdown
+	// sets it): it applies.
+	var dl atomic.Int64
 	start := time.Now()
-	if _, err := WriteAll(fd, big, time.Now().Add(150*time.Millisecond).UnixNano(), &pfd); !errors.Is(err, os.ErrDeadlineExceeded) {
+	time.AfterFunc(150*time.Millisecond, func() { dl.Store(time.Now().UnixNano()) })
+	if _, err := WriteAll(fd, big, &dl, &pfd); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("WriteAll past its deadline: %v", err)
 	}
 	if d := time.Since(start); d < 100*time.Millisecond || d > 5*time.Second {
-		t.Fatalf("deadline of 150 ms took %v", d)
+		t.Fatalf("deadline set after 150 ms took effect after %v", d)
 	}
 	peer.Close()
 	if ok, err := WaitReadable(fd, 5000, &pfd); !ok || err != nil {
@@ -112,7 +117,7 @@ func TestFileConn(t *testing.T) {
 		t.Fatalf("read %q: %v", b, err)
 	}
 	var pfd [1]unix.PollFd
-	if _, err := WriteAll(fd, []byte("x"), 0, &pfd); err != nil {
+	if _, err := WriteAll(fd, []byte("x"), nil, &pfd); err != nil {
 		t.Fatalf("the raw descriptor was closed: %v", err)
 	}
 	var pfdr [1]unix.PollFd
@@ -147,7 +152,7 @@ func TestWritevAll(t *testing.T) {
 		}
 		got <- b
 	}()
-	n, err := WritevAll(fd, &bufs, iov[:], 0, &pfd)
+	n, err := WritevAll(fd, &bufs, iov[:], nil, &pfd)
 	if err != nil || n != int64(len(want)) || len(bufs) != 0 {
 		t.Fatalf("WritevAll: %d of %d, %v, %d buffers left", n, len(want), err, len(bufs))
 	}
