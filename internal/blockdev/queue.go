@@ -130,6 +130,9 @@ func (q *uringQueue) startOn(u *Uring, write bool, p []byte, off int64, cb IOCom
 	q.ops[i] = queueOp{u: u, cb: cb, pin: p, off: off, write: write}
 	q.push(i)
 	q.n++
+	if q.r.unsubmitted() >= submitChunk {
+		q.Submit()
+	}
 	return true
 }
 
