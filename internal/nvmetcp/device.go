@@ -223,7 +223,9 @@ func (d *Device) ReservationReport() (ReservationStatus, error) {
 const DefaultPort = 8420
 
 // ParseURI parses nvmf://host[:port]/NQN?hostnqn=...&nr_io_queues=N
-// &queue_size=N&kato_ms=N&hdr_digest=0|1&data_digest=0|1 into a Config.
+// &queue_size=N&kato_ms=N&reconnect_timeout_ms=N&io_timeout_ms=N
+// &hdr_digest=0|1&data_digest=0|1 into a Config (kato_ms=0 and
+// io_timeout_ms=0 turn keep-alive and the I/O timeout off).
 // Unknown parameters are rejected.
 func ParseURI(uri string) (Config, error) {
 	u, err := blockdev.ParseURI(uri)
@@ -264,6 +266,10 @@ func configFromURL(u *url.URL) (Config, error) {
 		cfg.KATO = -1
 	}
 	cfg.ReconnectTimeout = time.Duration(p.Int("reconnect_timeout_ms", 0, 1, 3600000)) * time.Millisecond
+	cfg.IOTimeout = time.Duration(p.Int("io_timeout_ms", 0, 0, 3600000)) * time.Millisecond
+	if _, ok := u.Query()["io_timeout_ms"]; ok && cfg.IOTimeout == 0 {
+		cfg.IOTimeout = -1 // io_timeout_ms=0: no I/O timeout
+	}
 	cfg.HeaderDigest = p.Int("hdr_digest", 0, 0, 1) == 1
 	cfg.DataDigest = p.Int("data_digest", 0, 0, 1) == 1
 	if err := p.Done(); err != nil {

@@ -24,6 +24,7 @@ type hreq struct {
 	data     []byte // read destination or write source
 	write    bool
 	inflight atomic.Bool
+	sent     atomic.Uint32 // the queue's clock when the command was sent (I/O timeout)
 	recvd    int
 	cqe      nvme.CQE
 	err      error
@@ -49,6 +50,8 @@ type hqueue struct {
 	deadErr atomic.Value // error
 	closing atomic.Bool
 	exited  chan struct{}
+	// clock counts the I/O-timeout sweeps of this queue (Device.watch).
+	clock atomic.Uint32
 
 	flushq []blockdev.IOCompletion // completions awaiting IOFlush (read loop only)
 }
@@ -152,6 +155,7 @@ func (q *hqueue) readLoop() {
 	err := q.readPDUs()
 	q.deliverFlush()
 	q.fail(err)
+	err = q.err() // the first failure: an I/O timeout if that reset the queue
 	for i := range q.reqs {
 		q.finish(&q.reqs[i], nvme.CQE{}, fmt.Errorf("%w: %w", errInFlightLost, err))
 	}
@@ -263,6 +267,7 @@ func (q *hqueue) submit(sqe *nvme.SQE, data []byte, write bool, timeout time.Dur
 	r.sqe = *sqe
 	r.sqe.CID = cid
 	q.attach(r, data, write)
+	r.sent.Store(q.clock.Load())
 	r.inflight.Store(true)
 	if q.dead.Load() {
 		if r.inflight.CompareAndSwap(true, false) {

@@ -38,7 +38,13 @@ type Config struct {
 	// come back before failing with ErrTimeout (default 30 s). Reconnect
 	// attempts continue (with backoff up to 5 s) until Close.
 	ReconnectTimeout time.Duration
-	Logger           *slog.Logger
+	// IOTimeout bounds how long an I/O command may stay outstanding
+	// (default 30 s, as Linux's nvme_core.io_timeout; negative disables).
+	// When one exceeds it the target is presumed stuck: the association is
+	// torn down and reconnected, as after a connection loss, and the
+	// commands that were in flight on it fail with blockdev.ErrTimeout.
+	IOTimeout time.Duration
+	Logger    *slog.Logger
 }
 
 var (
@@ -88,6 +94,9 @@ func (c *Config) setDefaults() error {
 	if c.ReconnectTimeout <= 0 {
 		c.ReconnectTimeout = 30 * time.Second
 	}
+	if c.IOTimeout == 0 {
+		c.IOTimeout = 30 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -100,6 +109,8 @@ func (c *Config) setDefaults() error {
 // Connection loss: commands in flight when a connection breaks fail with
 // an error wrapping blockdev.ErrIO (they are not retried: a write may or may
 // not have reached the media, and the caller — e.g. a nexus — decides).
+// A command outstanding longer than IOTimeout is treated the same way: the
+// association is reset and its commands fail with blockdev.ErrTimeout.
 // Commands issued while reconnecting wait up to ReconnectTimeout, then fail
 // with blockdev.ErrTimeout. A background goroutine reconnects with backoff
 // until Close.
@@ -342,6 +353,13 @@ func (d *Device) watch(admin *hqueue, ioqs []*hqueue, gen uint64, kato time.Dura
 		defer t.Stop()
 		tick = t.C
 	}
+	var sweep <-chan time.Time
+	period, steps := ioTimeoutClock(d.cfg.IOTimeout)
+	if period > 0 {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		sweep = t.C
+	}
 	lost := make(chan struct{}, 1)
 	for _, q := range append([]*hqueue{admin}, ioqs...) {
 		d.wg.Add(1)
@@ -364,6 +382,12 @@ func (d *Device) watch(admin *hqueue, ioqs []*hqueue, gen uint64, kato time.Dura
 		case <-lost:
 			d.reconnect(gen)
 			return
+		case <-sweep:
+			for _, q := range ioqs {
+				if q.expire(steps, d.cfg.IOTimeout) {
+					d.log.Warn("I/O command timed out; resetting the connection", "qid", q.qid, "timeout", d.cfg.IOTimeout)
+				}
+			}
 		case <-tick:
 			cqe, err := admin.submit(&nvme.SQE{Opcode: nvme.AdminKeepAlive}, nil, false, kato)
 			if err == nil && !cqe.Status.OK() {
@@ -474,7 +498,7 @@ func (d *Device) do(sqe *nvme.SQE, data []byte, write bool) error {
 			if d.isClosed() {
 				return fmt.Errorf("%w: %w", blockdev.ErrClosed, err)
 			}
-			return fmt.Errorf("%w: %w", blockdev.ErrIO, err)
+			return lostErr(err)
 		}
 		return statusErr(cqe.Status)
 	}

@@ -63,6 +63,7 @@ func (d *Device) StartQueued(write bool, p []byte, off int64, cb blockdev.IOComp
 	r.sqe.SetLBA(uint64(off)/uint64(d.bs), uint32(len(p)/d.bs))
 	q.attach(r, p, write)
 	r.cb = cb
+	r.sent.Store(q.clock.Load())
 	r.inflight.Store(true)
 	if q.dead.Load() {
 		// The read loop may already be failing in-flight commands: if it
@@ -110,7 +111,7 @@ func (q *hqueue) finishAsync(r *hreq, cqe nvme.CQE, err error) {
 	r.cb, r.data = nil, nil
 	switch {
 	case err != nil:
-		err = fmt.Errorf("%w: %w", blockdev.ErrIO, err)
+		err = lostErr(err)
 		if q.closing.Load() {
 			err = fmt.Errorf("%w: %w", blockdev.ErrClosed, err)
 		}

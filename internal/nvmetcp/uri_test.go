@@ -10,16 +10,16 @@ import (
 )
 
 func TestParseURI(t *testing.T) {
-	cfg, err := ParseURI("nvmf://10.0.0.5/nqn.2019-05.io.kura:vol1?hostnqn=nqn.2014-08.org.nvmexpress:uuid:abc&nr_io_queues=4&queue_size=64&kato_ms=2000&reconnect_timeout_ms=1500&hdr_digest=1&data_digest=1")
+	cfg, err := ParseURI("nvmf://10.0.0.5/nqn.2019-05.io.kura:vol1?hostnqn=nqn.2014-08.org.nvmexpress:uuid:abc&nr_io_queues=4&queue_size=64&kato_ms=2000&reconnect_timeout_ms=1500&io_timeout_ms=2500&hdr_digest=1&data_digest=1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Addr != "10.0.0.5:8420" || cfg.SubNQN != "nqn.2019-05.io.kura:vol1" || cfg.HostNQN != "nqn.2014-08.org.nvmexpress:uuid:abc" ||
-		cfg.IOQueues != 4 || cfg.QueueSize != 64 || cfg.KATO != 2*time.Second || cfg.ReconnectTimeout != 1500*time.Millisecond || !cfg.HeaderDigest || !cfg.DataDigest {
+		cfg.IOQueues != 4 || cfg.QueueSize != 64 || cfg.KATO != 2*time.Second || cfg.ReconnectTimeout != 1500*time.Millisecond || cfg.IOTimeout != 2500*time.Millisecond || !cfg.HeaderDigest || !cfg.DataDigest {
 		t.Fatalf("%+v", cfg)
 	}
-	cfg, err = ParseURI("nvmf+tcp://[::1]:4420/nqn.2019-05.io.kura:v?kato_ms=0")
-	if err != nil || cfg.Addr != "[::1]:4420" || cfg.KATO >= 0 {
+	cfg, err = ParseURI("nvmf+tcp://[::1]:4420/nqn.2019-05.io.kura:v?kato_ms=0&io_timeout_ms=0")
+	if err != nil || cfg.Addr != "[::1]:4420" || cfg.KATO >= 0 || cfg.IOTimeout >= 0 {
 		t.Fatalf("%+v %v", cfg, err)
 	}
 	for _, bad := range []string{
@@ -32,6 +32,8 @@ func TestParseURI(t *testing.T) {
 		"nvmf://host:99999/nqn.2019-05.io.kura:v",
 		"nvmf://host/nqn.2019-05.io.kura:v?hostnqn=bad",
 		"nvmf://host/nqn.2019-05.io.kura:v?hdr_digest=2",
+		"nvmf://host/nqn.2019-05.io.kura:v?io_timeout_ms=-1",
+		"nvmf://host/nqn.2019-05.io.kura:v?io_timeout_ms=3600001",
 		"malloc:///x",
 	} {
 		if _, err := ParseURI(bad); !errors.Is(err, blockdev.ErrInvalidURI) {
