@@ -3,6 +3,7 @@ package blockdev
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 
@@ -357,4 +358,24 @@ func WaitFd(q Queue, fd int) error {
 			return err
 		}
 	}
+}
+
+// OpenThreadQueue locks the calling goroutine to its OS thread and opens
+// a Queue of qo for it; on failure the thread is unlocked again. The
+// caller owns the lock until CloseThreadQueue.
+func OpenThreadQueue(qo QueueOpener) (Queue, error) {
+	runtime.LockOSThread()
+	q, err := qo.OpenQueue()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	return q, nil
+}
+
+// CloseThreadQueue closes a queue from OpenThreadQueue (reporting what is
+// still in flight) and unlocks the thread.
+func CloseThreadQueue(q Queue) error {
+	defer runtime.UnlockOSThread()
+	return q.Close()
 }

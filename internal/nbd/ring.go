@@ -1,7 +1,6 @@
 package nbd
 
 import (
-	"runtime"
 	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
@@ -64,10 +63,8 @@ func (c *conn) openRing() {
 			return
 		}
 	}
-	runtime.LockOSThread()
-	q, err := c.qo.OpenQueue()
+	q, err := blockdev.OpenThreadQueue(c.qo)
 	if err != nil {
-		runtime.UnlockOSThread()
 		c.log.Debug("nbd: no per-thread I/O queue", "err", err)
 		c.ringRetry = time.Now().Add(ringRetryDelay)
 		return
@@ -86,12 +83,11 @@ func (c *conn) closeRing() {
 	if c.q == nil {
 		return
 	}
-	if err := c.q.Close(); err != nil {
+	if err := blockdev.CloseThreadQueue(c.q); err != nil {
 		c.log.Error("nbd: closing the connection's I/O queue", "err", err)
 	}
 	c.q, c.async = nil, c.devAsync
 	c.srv.ringConns.Add(-1)
-	runtime.UnlockOSThread()
 }
 
 // nextFree returns a free slot, waiting for one. In ring mode the slots of

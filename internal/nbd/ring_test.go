@@ -231,7 +231,11 @@ func TestRingModeBudget(t *testing.T) {
 	s := startUringServer(t, n*big, Config{})
 	s.rawIdleMs.Store(60_000) // stay in ring mode between the batches
 	c := dial(t, s.Addr(), "disk", false)
-	pipeline(t, c, 64)
+	// Ring mode follows evidence of pipelining; on a loaded machine one
+	// batch may not show enough of it.
+	for i := 0; i < 8 && s.ringConns.Load() != 1; i++ {
+		pipeline(t, c, 64)
+	}
 	if s.ringConns.Load() != 1 {
 		t.Fatalf("a pipelining client is not in ring mode (entered %d times)", s.ringEnters.Load())
 	}

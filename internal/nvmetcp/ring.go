@@ -2,7 +2,6 @@ package nvmetcp
 
 import (
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/kura-io/kura/internal/blockdev"
@@ -61,10 +60,8 @@ func (q *queue) openRing() {
 			return
 		}
 	}
-	runtime.LockOSThread()
-	rq, err := q.qo.OpenQueue()
+	rq, err := blockdev.OpenThreadQueue(q.qo)
 	if err != nil {
-		runtime.UnlockOSThread()
 		q.t.log.Debug("nvmetcp: no per-thread I/O queue", "qid", q.qid, "err", err)
 		q.ringRetry = time.Now().Add(q.t.ringRetryDelay)
 		q.leaveRaw()
@@ -85,13 +82,12 @@ func (q *queue) closeRing() {
 	if q.rq == nil {
 		return
 	}
-	if err := q.rq.Close(); err != nil {
+	if err := blockdev.CloseThreadQueue(q.rq); err != nil {
 		q.t.log.Error("nvmetcp: closing the queue's I/O ring", "qid", q.qid, "err", err)
 	}
 	q.rq, q.as.dev, q.as.queued = nil, q.as.shared, false
 	q.ringOn.Store(false)
 	q.t.ringConns.Add(-1)
-	runtime.UnlockOSThread()
 }
 
 // readRing reads into b in ring mode, waiting on the queue (which also
