@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kura-io/kura/internal/testtool"
 )
 
 // TestRemoteDiskHangs: a remote namespace whose disk stops answering while
@@ -23,11 +25,7 @@ func TestRemoteDiskHangs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a loop file system needs root")
 	}
-	for _, tool := range []string{"fsfreeze", "mkfs.ext4", "mount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	testtool.Require(t, "fsfreeze", "mkfs.ext4", "mount", "umount")
 	const ioTimeout = 1500 * time.Millisecond
 	dir := t.TempDir()
 	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
