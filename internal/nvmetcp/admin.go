@@ -187,7 +187,7 @@ func (c *controller) getLogPage(s *slot) {
 		page = nvme.MarshalANALog(chg, []nvme.ANAGroup{{GroupID: 1, ChgCnt: chg, State: uint8(c.s.ana.Load()), NSIDs: []uint32{1}}},
 			sq.LogPageLSP()&1 != 0)
 	case lid == nvme.LogResvNotice:
-		page = make([]byte, 64)
+		page = c.takeResvNotice(sq.LogPageRAE(), off == 0)
 	default:
 		s.status = nvme.StatusInvalidLogPage | nvme.StatusDNR
 		return
@@ -256,6 +256,12 @@ func (c *controller) setFeatures(s *slot) {
 		c.mu.Lock()
 	case fid == nvme.FeatVolatileWC && !c.s.discovery:
 		c.wce = sq.CDW11&1 != 0
+	case fid == nvme.FeatResvMask && !c.s.discovery:
+		if sq.NSID != 1 && sq.NSID != 0xFFFFFFFF {
+			s.status = nvme.StatusInvalidNamespace | nvme.StatusDNR
+			return
+		}
+		c.resv.mask = sq.CDW11 & nvme.ResvNoticeMaskAll
 	case fid == nvme.FeatTimestamp || fid == nvme.FeatHostBehavior:
 		// accepted and ignored
 	default:
@@ -281,6 +287,12 @@ func (c *controller) getFeatures(s *slot) {
 		if c.wce {
 			s.dw0 = 1
 		}
+	case fid == nvme.FeatResvMask && !c.s.discovery:
+		if sq.NSID != 1 && sq.NSID != 0xFFFFFFFF {
+			s.status = nvme.StatusInvalidNamespace | nvme.StatusDNR
+			return
+		}
+		s.dw0 = c.resv.mask
 	case fid == nvme.FeatHostID && !c.s.discovery:
 		if sq.CDW11&1 == 0 {
 			s.status = nvme.StatusInvalidField | nvme.StatusDNR

@@ -34,6 +34,7 @@ type controller struct {
 	dead      bool
 	wce       bool
 	lastError nvme.Status
+	resv      resvNotices // Reservation Notification log (resvnotice.go)
 }
 
 func newController(s *subsystem, id uint16, hostNQN string, hostID [16]byte) *controller {
@@ -172,10 +173,11 @@ func (c *controller) addAER(s *slot) (held bool) {
 }
 
 // postAEN completes an outstanding AER with result, or latches it, if the
-// host enabled the event class aecBit.
+// host enabled the event class aecBit (0: an event no AEC bit gates, such
+// as Reservation Log Page Available).
 func (c *controller) postAEN(aecBit, result uint32) {
 	c.mu.Lock()
-	if c.dead || c.aec&aecBit == 0 {
+	if c.dead || aecBit != 0 && c.aec&aecBit == 0 {
 		c.mu.Unlock()
 		return
 	}

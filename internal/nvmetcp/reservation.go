@@ -212,6 +212,8 @@ func (r *reservations) exec(c *controller, s *slot) {
 	iekey := sq.CDW10&(1<<3) != 0
 	rtype := uint8(sq.CDW10 >> 8)
 	host := c.hostID
+	var notes []resvNote // sent once mu is released
+	defer func() { r.s.notifyResv(notes) }()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	key, reg := r.regs[host]
@@ -235,6 +237,9 @@ func (r *reservations) exec(c *controller, s *slot) {
 			if !keyOK {
 				conflict(s)
 				break
+			}
+			if r.holder == host && regOnly(r.rtype) {
+				notes = r.others(notes, host, nvme.ResvNoticeReleased)
 			}
 			r.unregister(host)
 			r.gen++
@@ -272,9 +277,15 @@ func (r *reservations) exec(c *controller, s *slot) {
 				conflict(s)
 			}
 		case 1, 2: // preempt (and abort: commands run synchronously, nothing to abort)
+			before := r.others(nil, host, nvme.ResvNoticeRegPreempted)
 			if !r.preempt(host, nkey, rtype) {
 				conflict(s)
 				break
+			}
+			for _, n := range before {
+				if _, still := r.regs[n.host]; !still {
+					notes = append(notes, n)
+				}
 			}
 			r.gen++
 			changed = true
@@ -295,9 +306,13 @@ func (r *reservations) exec(c *controller, s *slot) {
 				s.status = nvme.StatusInvalidField | nvme.StatusDNR
 				break
 			}
+			if regOnly(r.rtype) || allRegistrants(r.rtype) {
+				notes = r.others(notes, host, nvme.ResvNoticeReleased)
+			}
 			r.rtype, r.holder = 0, [16]byte{}
 			changed = true
 		case 1: // clear
+			notes = r.others(notes, host, nvme.ResvNoticePreempted)
 			r.rtype, r.holder = 0, [16]byte{}
 			clear(r.regs)
 			r.gen++
@@ -315,12 +330,31 @@ func (r *reservations) exec(c *controller, s *slot) {
 	}
 }
 
+// others appends a notification of type typ for every registrant but host.
+// Caller holds mu.
+func (r *reservations) others(notes []resvNote, host [16]byte, typ uint8) []resvNote {
+	for h := range r.regs {
+		if h != host {
+			notes = append(notes, resvNote{host: h, typ: typ})
+		}
+	}
+	return notes
+}
+
+func regOnly(t uint8) bool {
+	return t == nvme.ResvWriteExclusiveRegOnly || t == nvme.ResvExclusiveAccessRegOnly
+}
+
+func allRegistrants(t uint8) bool {
+	return t == nvme.ResvWriteExclusiveAllReg || t == nvme.ResvExclusiveAccessAllReg
+}
+
 // preempt removes the registrants holding prkey (other than host) and, if
 // that includes the reservation holder (or the reservation is of an
 // all-registrants type), hands the reservation to host with rtype. It
 // returns false when nothing matched. Caller holds mu.
 func (r *reservations) preempt(host [16]byte, prkey uint64, rtype uint8) bool {
-	allReg := r.rtype == nvme.ResvWriteExclusiveAllReg || r.rtype == nvme.ResvExclusiveAccessAllReg
+	allReg := allRegistrants(r.rtype)
 	takeOver := r.rtype != 0 && (allReg || r.regs[r.holder] == prkey && r.holder != host)
 	removed := false
 	for h, k := range r.regs {

@@ -85,6 +85,18 @@ pwrite() {
 	nv io-passthru $1 -o 0x01 -n 1 -l $PLBS -w -i /tmp/pblk --cdw10=$2 --cdw11=0 --cdw12=0
 }
 pread() { nv io-passthru $1 -o 0x02 -n 1 -l $PLBS -r --cdw10=$2 --cdw11=0 --cdw12=0 -b >/dev/null; }
+# notice CTRL TYPE: the type of the controller's next Reservation
+# Notification log page (0: empty), which reading removes.
+notice() {
+	_t=$(nvme get-log $1 --log-id=0x80 --log-len=64 -b | od -An -tu1 -j8 -N1 | tr -d ' ')
+	echo "notification type $_t"
+	test "$_t" = "$2"
+}
+# mask CTRL VALUE: set the Reservation Notification Mask and read it back.
+mask() {
+	nv set-feature $1 -f 0x82 -n 1 -v $2 || return 1
+	nvme get-feature $1 -f 0x82 -n 1 | tee /dev/stderr | grep -qi "value: *0x0*$(printf %x $2)\$"
+}
 # rep CTRL: reservation report (extended), as one line of JSON.
 rep() { nvme resv-report $1 -n 1 --eds -o json | tr -d ' \n\t'; }
 # has CTRL PATTERN...: the report matches every pattern.
@@ -159,6 +171,10 @@ check resv_holder_writes pwrite $CA 8
 check_fails resv_preempt_wrong_key nv resv-acquire $CB -n 1 --crkey=99 --prkey=11 --rtype=2 --racqa=1
 check resv_preempt_b nv resv-acquire $CB -n 1 --crkey=22 --prkey=11 --rtype=2 --racqa=1
 check resv_report_after_preempt has $CB '"rtype":2' '"regctl":1'
+check resv_notice_a_preempted notice $CA 1
+check resv_notice_a_taken notice $CA 0
+check resv_notice_b_none notice $CB 0
+check resv_notice_mask mask $CA 8
 check_fails resv_ea_blocks_preempted_read pread $CA 8
 check resv_holder_b_reads pread $CB 8
 check_fails resv_release_wrong_type nv resv-release $CB -n 1 --crkey=22 --rtype=1 --rrela=0

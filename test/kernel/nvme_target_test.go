@@ -245,6 +245,7 @@ sleep 25
 	t.Logf("guest scenario took %v", time.Since(start))
 	guest.ReportChecks(t, out, append(nvmeChecks, "bad_host_refused", "connect_second_host",
 		"resv_register_a", "resv_acquire_a_write_exclusive", "resv_we_blocks_other_write", "resv_preempt_b",
+		"resv_notice_a_preempted", "resv_notice_a_taken", "resv_notice_b_none", "resv_notice_mask",
 		"resv_report_empty", "connect_file", "file_rw_1m", "file_fio_qd64_64k_verify", "file_discard", "file_write_zeroes", "restart_seen_by_kernel", "reconnected_live", "restart_data_intact", "restart_rw",
 		"ana_inaccessible_seen", "ana_io_queued", "ana_optimized_seen", "ana_io_succeeded", "ana_data",
 		"file_ext4", "file_disconnect", "ka_connect")...)
