@@ -75,6 +75,7 @@ type conn struct {
 	qo        blockdev.QueueOpener
 	q         blockdev.Queue
 	ringRetry time.Time
+	ringOn    atomic.Bool // q is open (read by replyDirect on any goroutine)
 
 	// Asynchronous completions: IODone appends to doneQ, IOFlush wakes the
 	// replier goroutine, which answers them (only when async != nil).

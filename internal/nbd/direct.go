@@ -1,8 +1,9 @@
 package nbd
 
-// directBufSize bounds the replies one direct write carries; replies with
-// more data than largeReply never take the direct path.
-const directBufSize = 256 << 10
+// directBufSize bounds the replies one direct write carries. Replies with
+// largeReply bytes of data or more take the direct path in ring mode only
+// (see replyDirect).
+const directBufSize = 512 << 10
 
 // directWriter writes replies without blocking (all fields under conn.wmu).
 type directWriter struct {
@@ -41,12 +42,16 @@ func (c *conn) replyDirect() bool {
 	if d.buf == nil {
 		d.buf = make([]byte, 0, directBufSize)
 	}
+	// In ring mode large reads are copied too: the copy costs less than
+	// waking the replier for its writev, and the ring thread is the one
+	// completing them.
+	large := c.ringOn.Load()
 	buf := d.buf[:0]
 	took := 0
 	for ; took < n; took++ {
 		r := d.q[took]
 		h, data := c.encodeReply(r, r.code)
-		if len(data) >= largeReply || len(buf)+len(h)+len(data) > cap(buf) {
+		if len(data) >= largeReply && !large || len(buf)+len(h)+len(data) > cap(buf) {
 			break
 		}
 		buf = append(buf, h...)

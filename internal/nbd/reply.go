@@ -76,6 +76,7 @@ func (c *conn) send(hdr, data []byte, flush bool) {
 	switch {
 	case c.werr != nil:
 	case len(data) >= largeReply:
+		c.srv.largeWritevs.Add(1)
 		c.werr = c.writev(hdr, data)
 	default:
 		if _, err := c.bw.Write(hdr); err != nil {

@@ -72,6 +72,7 @@ func (c *conn) openRing() {
 	c.ringRetry = time.Time{}
 	c.submitQueued() // I/O queued on the shared ring goes out first
 	c.q, c.async = q, q
+	c.ringOn.Store(true)
 	c.srv.ringConns.Add(1)
 	c.srv.ringEnters.Add(1)
 }
@@ -87,6 +88,7 @@ func (c *conn) closeRing() {
 		c.log.Error("nbd: closing the connection's I/O queue", "err", err)
 	}
 	c.q, c.async = nil, c.devAsync
+	c.ringOn.Store(false)
 	c.srv.ringConns.Add(-1)
 }
 

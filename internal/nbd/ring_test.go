@@ -111,6 +111,14 @@ func TestRingModeVerify(t *testing.T) {
 	if s.directWrites.Load() == 0 {
 		t.Error("no reply was written by the reader that reaped it")
 	}
+	// Large READ replies (64 and 128 KiB, half of the reads) go out on the
+	// ring thread too, copied into the direct batch, rather than waking
+	// the replier for a writev.
+	large := int64(rounds * conns * qd / 2)
+	t.Logf("large read replies %d, by the replier's writev %d", large, s.largeWritevs.Load())
+	if s.largeWritevs.Load() > large/4 {
+		t.Errorf("%d of %d large read replies waited for the replier", s.largeWritevs.Load(), large)
+	}
 	for _, c := range cs {
 		c.nc.Close()
 	}

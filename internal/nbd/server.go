@@ -94,6 +94,7 @@ type Server struct {
 	pollWaits    atomic.Int64   // socket reads that waited in poll(2) first (tests, diagnostics)
 	directWrites atomic.Int64   // reply batches written by the completing goroutine (tests, diagnostics)
 	directShort  atomic.Int64   // of those, batches the socket took only part of
+	largeWritevs atomic.Int64   // large replies written by writev outside the direct path (tests)
 	rawEnters    atomic.Int64   // sockets taken out of the netpoller (sock.go; tests, diagnostics)
 	rawConns     atomic.Int64   // connections whose socket is out of the netpoller now
 	ringConns    atomic.Int64   // connections in ring mode now (ring.go)
