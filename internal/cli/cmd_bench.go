@@ -3,6 +3,8 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,6 +25,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		prefill  bool
 		rng      string
 		sync     bool
+		queues   int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench URI",
@@ -64,21 +67,29 @@ Writes destroy data on the device.`,
 				}
 				o.Range = int64(r)
 			}
+			uri, err := withQueues(args[0], queues)
+			if err != nil {
+				return usageError{err}
+			}
 			reg := blockdev.NewRegistry()
 			nvmetcp.RegisterScheme(reg)
 			ctx := cmd.Context()
-			dev, err := reg.Open(ctx, args[0])
+			dev, err := reg.Open(ctx, uri)
 			if err != nil {
 				return err
 			}
 			defer dev.Close()
+			nq := 0 // I/O queues the target granted (NVMe/TCP only)
+			if d, ok := dev.(*nvmetcp.Device); ok {
+				nq = d.IOQueues()
+			}
 			res, err := perf.Run(ctx, dev, o)
 			if err != nil {
 				return err
 			}
 			if g.output == "json" {
 				out := map[string]any{
-					"uri": args[0], "rw": rw, "block_size": o.BlockSize, "queue_depth": qd, "workers": workers,
+					"uri": args[0], "rw": rw, "block_size": o.BlockSize, "queue_depth": qd, "workers": workers, "io_queues": nq,
 					"ops": res.Ops, "reads": res.Reads, "writes": res.Writes, "errors": res.Errors,
 					"elapsed_ns": res.Elapsed.Nanoseconds(), "iops": res.IOPS, "mbps": res.MBps,
 					"lat_mean_ns": res.LatMean.Nanoseconds(), "lat_p50_ns": res.LatP50.Nanoseconds(),
@@ -89,7 +100,11 @@ Writes destroy data on the device.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)
 			}
-			fmt.Fprintf(g.stdout, "%s %s bs=%d qd=%dx%d: %s\n", args[0], rw, o.BlockSize, workers, qd, res)
+			qs := ""
+			if nq > 0 {
+				qs = fmt.Sprintf(" io-queues=%d", nq)
+			}
+			fmt.Fprintf(g.stdout, "%s %s bs=%d qd=%dx%d%s: %s\n", args[0], rw, o.BlockSize, workers, qd, qs, res)
 			if res.Errors > 0 {
 				return fmt.Errorf("%d I/O errors, first: %w", res.Errors, res.FirstError)
 			}
@@ -105,6 +120,32 @@ Writes destroy data on the device.`,
 	f.IntVar(&mix, "mix", 70, "percentage of reads for randrw/rw")
 	f.BoolVar(&prefill, "prefill", false, "write the range once before measuring (reads of thin devices hit data)")
 	f.StringVar(&rng, "range", "", "limit I/O to the first SIZE of the device (MiB or with a unit)")
+	f.IntVar(&queues, "queues", 0, "NVMe/TCP I/O queues (connections) to open, as nr_io_queues in the URI (0: the initiator's default, one per CPU)")
 	f.BoolVar(&sync, "sync", false, "one goroutine per outstanding I/O calling the device synchronously, even when it can run I/O asynchronously (nvmf://, uring://)")
 	return cmd
+}
+
+// withQueues returns uri with nr_io_queues=n (n > 0); only nvmf:// URIs
+// have I/O queues, and a URI that names another count is refused.
+func withQueues(uri string, n int) (string, error) {
+	switch {
+	case n == 0:
+		return uri, nil
+	case n < 0:
+		return "", fmt.Errorf("--queues %d: want a positive count", n)
+	}
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "", fmt.Errorf("--queues: %w", err)
+	}
+	if u.Scheme != "nvmf" && u.Scheme != "nvmf+tcp" {
+		return "", fmt.Errorf("--queues: only nvmf:// devices have I/O queues, not %s://", u.Scheme)
+	}
+	q := u.Query()
+	if v := q.Get("nr_io_queues"); v != "" && v != strconv.Itoa(n) {
+		return "", fmt.Errorf("--queues %d: the URI asks for nr_io_queues=%s", n, v)
+	}
+	q.Set("nr_io_queues", strconv.Itoa(n))
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }

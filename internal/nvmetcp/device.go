@@ -30,6 +30,14 @@ func (d *Device) CNTLID() uint16 {
 	return d.cntlid
 }
 
+// IOQueues returns the number of I/O queues of the current association
+// (what the target granted, at most Config.IOQueues).
+func (d *Device) IOQueues() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.ioqs)
+}
+
 // IdentifyController returns the controller data of the current association.
 func (d *Device) IdentifyController() nvme.IdentifyController {
 	d.mu.Lock()
