@@ -1,6 +1,9 @@
 package nvme
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+)
 
 // Discovery log constants (LID 0x70).
 const (
@@ -132,6 +135,41 @@ func MarshalANALog(chgcnt uint64, groups []ANAGroup, groupsOnly bool) []byte {
 		}
 	}
 	return b
+}
+
+// UnmarshalANALog decodes an ANA log page. Every count is checked against
+// the bytes present before anything is allocated, so a short or lying page
+// gives an error, never a large allocation.
+func UnmarshalANALog(b []byte) (chgcnt uint64, groups []ANAGroup, err error) {
+	if len(b) < 16 {
+		return 0, nil, fmt.Errorf("nvme: ANA log: %d bytes, need 16", len(b))
+	}
+	le := binary.LittleEndian
+	chgcnt = le.Uint64(b[0:])
+	n := int(le.Uint16(b[8:]))
+	if n > (len(b)-16)/32 {
+		return 0, nil, fmt.Errorf("nvme: ANA log: %d groups do not fit in %d bytes", n, len(b))
+	}
+	groups = make([]ANAGroup, 0, n)
+	off := 16
+	for i := 0; i < n; i++ {
+		if len(b)-off < 32 {
+			return 0, nil, fmt.Errorf("nvme: ANA log: group %d truncated", i)
+		}
+		g := ANAGroup{GroupID: le.Uint32(b[off:]), ChgCnt: le.Uint64(b[off+8:]), State: b[off+16] & 0xF}
+		nns := le.Uint32(b[off+4:])
+		off += 32
+		if uint64(nns) > uint64(len(b)-off)/4 {
+			return 0, nil, fmt.Errorf("nvme: ANA log: group %d lists %d namespaces beyond the page", i, nns)
+		}
+		g.NSIDs = make([]uint32, nns)
+		for j := range g.NSIDs {
+			g.NSIDs[j] = le.Uint32(b[off:])
+			off += 4
+		}
+		groups = append(groups, g)
+	}
+	return chgcnt, groups, nil
 }
 
 // Command Effects log bit.

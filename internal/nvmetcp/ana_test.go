@@ -13,27 +13,29 @@ import (
 func TestANAStateAndAsyncEvent(t *testing.T) {
 	tg := startTarget(t, TargetConfig{})
 	nqn, _ := addMalloc(t, tg, "ana", 1<<20, 512)
-	d := dial(t, tg, Config{SubNQN: nqn})
+	// The initiator enables ANA notices (AEC) and keeps an AER held; its
+	// completion on an ANA change reaches OnEvent (events.go).
+	evs := make(chan Event, 8)
+	d := dial(t, tg, Config{SubNQN: nqn, OnEvent: func(e Event) { evs <- e }})
 	defer d.Close()
 	d.mu.Lock()
 	admin := d.admin
 	d.mu.Unlock()
-	cqe, err := admin.submit(&nvme.SQE{Opcode: nvme.AdminSetFeatures, CDW10: uint32(nvme.FeatAsyncEvent), CDW11: nvme.AECANA}, nil, false, time.Second)
-	if err != nil || !cqe.Status.OK() {
-		t.Fatal(err, cqe.Status)
+	waitANA := func(want uint8) {
+		t.Helper()
+		select {
+		case e := <-evs:
+			if e.Kind != EventANAChange || e.ANAState != want {
+				t.Fatalf("event %+v, want ANA state %d", e, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no ANA event for state %d", want)
+		}
 	}
-	var aer nvme.CQE
-	var aerErr error
-	var wg sync.WaitGroup
-	wg.Go(func() { aer, aerErr = admin.submit(&nvme.SQE{Opcode: nvme.AdminAsyncEvent}, nil, false, 5*time.Second) })
-	time.Sleep(50 * time.Millisecond)
-	if err := tg.SetANAState(nqn, nvme.ANAInaccessible); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
-	if aerErr != nil || aer.DW0 != nvme.AENResult(nvme.AENTypeNotice, nvme.AENNoticeANAChange, nvme.LogANA) {
-		t.Fatalf("AER %+v %v", aer, aerErr)
-	}
+	waitANA(nvme.ANAOptimized) // read once after connect
+	must(t, tg.SetANAState(nqn, nvme.ANAInaccessible))
+	waitANA(nvme.ANAInaccessible)
+	var err error
 	_, err = d.ReadAt(make([]byte, 512), 0)
 	var st nvme.Status
 	if !errors.As(err, &st) || st.Code() != nvme.StatusANAInaccessible {

@@ -44,7 +44,12 @@ type Config struct {
 	// torn down and reconnected, as after a connection loss, and the
 	// commands that were in flight on it fail with blockdev.ErrTimeout.
 	IOTimeout time.Duration
-	Logger    *slog.Logger
+	// OnEvent, if set, receives the target's asynchronous events (ANA
+	// changes, reservation notifications; events.go), one at a time on the
+	// association's events goroutine. It must return promptly and must not
+	// call Close.
+	OnEvent func(Event)
+	Logger  *slog.Logger
 }
 
 var (
@@ -133,6 +138,7 @@ type Device struct {
 
 	maxXfer atomic.Int64
 	rr      atomic.Uint32
+	ana     atomic.Uint32  // ANA state of the namespace's group (events.go)
 	wg      sync.WaitGroup // keep-alive and reconnect goroutines
 }
 
@@ -251,8 +257,9 @@ func (d *Device) connect(ctx context.Context, first bool) (err error) {
 	d.gen++
 	close(d.ready)
 	gen := d.gen
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go d.watch(admin, ioqs, gen, kato)
+	go d.events(admin, idc.CMIC)
 	d.log.Debug("connected", "cntlid", cntlid, "io_queues", n, "size", size, "block_size", bs)
 	return nil
 }

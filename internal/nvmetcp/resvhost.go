@@ -7,31 +7,25 @@ import (
 	"github.com/kura-io/kura/internal/nvme"
 )
 
-// ReservationNotices reads and removes the reservation notifications
-// pending on this host's controller, oldest first (Reservation
-// Notification log page, read without RAE so the target may signal the
-// next one). A gap in their Count values means the target lost some.
-func (d *Device) ReservationNotices(ctx context.Context) ([]nvme.ResvNotice, error) {
-	var out []nvme.ResvNotice
+// readResvNotices takes the pending pages of the Reservation Notification
+// log one by one (read without RAE, so the target may signal the next
+// one) and calls fn for each, oldest first.
+func readResvNotices(q *hqueue, fn func(nvme.ResvNotice)) error {
 	buf := make([]byte, nvme.ResvNoticeLen)
 	for range 256 { // the target keeps fewer; bounds a misbehaving one
-		q, err := d.adminQueue(ctx)
-		if err != nil {
-			return out, err
-		}
 		if err := getLog(q, nvme.LogResvNotice, buf, false); err != nil {
-			return out, fmt.Errorf("reservation notification log of %s: %w", d.cfg.SubNQN, err)
+			return err
 		}
 		n, err := nvme.UnmarshalResvNotice(buf)
 		if err != nil || n.Count == 0 {
-			return out, err
+			return err
 		}
-		out = append(out, n)
+		fn(n)
 		if n.Available == 0 {
-			return out, nil
+			return nil
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // SetReservationNoticeMask sets the Reservation Notification Mask of this
