@@ -105,7 +105,8 @@ func TestCrashConsistency(t *testing.T) {
 
 		done := make(chan error, 1)
 		wctx, wcancel := context.WithCancel(ctx)
-		go func() { done <- crashWorkload(wctx, rc, e.nbd, m, rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))) }()
+		wrng := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64())) // rng stays on this goroutine
+		go func() { done <- crashWorkload(wctx, rc, e.nbd, m, wrng) }()
 		delay := time.Duration(20+rng.IntN(400)) * time.Millisecond
 		select {
 		case err := <-done:

@@ -8,14 +8,34 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
+// lineBuffer collects a process's output lines for a test that reads it
+// while they arrive.
+type lineBuffer struct {
+	mu sync.Mutex // guards b
+	b  strings.Builder
+}
+
+func (l *lineBuffer) add(line string) {
+	l.mu.Lock()
+	l.b.WriteString(line + "\n")
+	l.mu.Unlock()
+}
+
+func (l *lineBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // runUp starts `kura up` and waits until it prints "Press Ctrl-C",
 // retrying with new ports when it exits during start-up (a port race).
-func runUp(t *testing.T, data string) (*exec.Cmd, *engineProc, *bytes.Buffer, chan struct{}) {
+func runUp(t *testing.T, data string) (*exec.Cmd, *engineProc, *lineBuffer, chan struct{}) {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		cmd, p, out, done, ok := tryRunUp(t, data, attempt == 2)
@@ -25,7 +45,7 @@ func runUp(t *testing.T, data string) (*exec.Cmd, *engineProc, *bytes.Buffer, ch
 	}
 }
 
-func tryRunUp(t *testing.T, data string, last bool) (*exec.Cmd, *engineProc, *bytes.Buffer, chan struct{}, bool) {
+func tryRunUp(t *testing.T, data string, last bool) (*exec.Cmd, *engineProc, *lineBuffer, chan struct{}, bool) {
 	t.Helper()
 	p := &engineProc{grpc: freeAddr(t), nbd: freeAddr(t), nvmf: freeAddr(t), log: &bytes.Buffer{}}
 	cmd := exec.Command(kuraBin, "up", "--data-dir", data, "--pool-size", "128MiB", "--grpc", p.grpc, "--nbd", p.nbd, "--nvmf", p.nvmf)
@@ -37,7 +57,7 @@ func tryRunUp(t *testing.T, data string, last bool) (*exec.Cmd, *engineProc, *by
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var stdout bytes.Buffer
+	var stdout lineBuffer // written by the scanner, read by the test
 	ready := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -45,7 +65,7 @@ func tryRunUp(t *testing.T, data string, last bool) (*exec.Cmd, *engineProc, *by
 		sc := bufio.NewScanner(io.TeeReader(out, io.Discard))
 		signalled := false
 		for sc.Scan() {
-			stdout.WriteString(sc.Text() + "\n")
+			stdout.add(sc.Text())
 			if !signalled && strings.HasPrefix(sc.Text(), "Press Ctrl-C") {
 				signalled = true
 				close(ready)
