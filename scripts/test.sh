@@ -4,7 +4,7 @@
 # ...), then vets and tests every package with real clients required.
 #
 #   scripts/test.sh            # default suite (CI), ~15-20 min on 2 cores
-#   KURA_LONG=1 scripts/test.sh  # long mode: soak, 200+ crash cycles, fuzzing
+#   KURA_LONG=1 scripts/test.sh  # long mode: soak, 200+ crash cycles, -race, fuzzing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$HOME/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin:$PATH"
@@ -46,6 +46,13 @@ timeout_flag="-timeout 20m"
 if [ "${KURA_LONG:-0}" = 1 ]; then timeout_flag="-timeout 80m"; fi
 # -p 2: the machine has 2 cores; packages with QEMU guests are slow under contention.
 go test -p 2 $timeout_flag -count=1 ./...
+
+if [ "${KURA_LONG:-0}" = 1 ]; then
+	# The race detector over every in-process package (≈ 5 min on 2 cores;
+	# the engines the tests spawn are normal builds).
+	log "go test -race (KURA_LONG=1)"
+	go test -race -p 2 -timeout 30m -count=1 ./internal/... ./volume/...
+fi
 
 if [ "${KURA_LONG:-0}" = 1 ]; then
 	log "fuzzing (KURA_LONG=1): ${KURA_FUZZTIME:=60s} per target"
