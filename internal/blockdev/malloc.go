@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // mallocChunk is the allocation granule of a malloc device: memory is only
@@ -37,7 +38,7 @@ const mallocStripes = 64
 // do not share one.
 type paddedRWMutex struct {
 	sync.RWMutex
-	_ [64 - 24]byte
+	_ [64 - unsafe.Sizeof(sync.RWMutex{})%64]byte
 }
 
 func (m *Malloc) stripe(ci int64) *sync.RWMutex { return &m.stripes[ci%mallocStripes].RWMutex }
