@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -360,6 +361,45 @@ func WaitFd(q Queue, fd int) error {
 	}
 }
 
+// threadQueues counts the queues open through OpenThreadQueue in this
+// process, for the process's owner (SetThreadQueueHook).
+var threadQueues struct {
+	mu   sync.Mutex // guards n and hook; held while the hook runs
+	n    int
+	hook func(open int)
+}
+
+// SetThreadQueueHook installs f (nil removes it): it is called, in order,
+// with the number of thread queues open after each OpenThreadQueue and
+// CloseThreadQueue, and once now. A thread queue's owner spends its idle
+// time blocked in io_uring_enter, holding a P in syscall state; the
+// engine uses the count to keep a P free for everything else (cli,
+// engineGOMAXPROCS). f must not open or close thread queues.
+func SetThreadQueueHook(f func(open int)) {
+	threadQueues.mu.Lock()
+	defer threadQueues.mu.Unlock()
+	threadQueues.hook = f
+	if f != nil {
+		f(threadQueues.n)
+	}
+}
+
+// ThreadQueues returns the number of thread queues open.
+func ThreadQueues() int {
+	threadQueues.mu.Lock()
+	defer threadQueues.mu.Unlock()
+	return threadQueues.n
+}
+
+func countThreadQueues(delta int) {
+	threadQueues.mu.Lock()
+	defer threadQueues.mu.Unlock()
+	threadQueues.n += delta
+	if threadQueues.hook != nil {
+		threadQueues.hook(threadQueues.n)
+	}
+}
+
 // OpenThreadQueue locks the calling goroutine to its OS thread and opens
 // a Queue of qo for it; on failure the thread is unlocked again. The
 // caller owns the lock until CloseThreadQueue.
@@ -370,6 +410,7 @@ func OpenThreadQueue(qo QueueOpener) (Queue, error) {
 		runtime.UnlockOSThread()
 		return nil, err
 	}
+	countThreadQueues(1)
 	return q, nil
 }
 
@@ -377,5 +418,6 @@ func OpenThreadQueue(qo QueueOpener) (Queue, error) {
 // still in flight) and unlocks the thread.
 func CloseThreadQueue(q Queue) error {
 	defer runtime.UnlockOSThread()
+	defer countThreadQueues(-1)
 	return q.Close()
 }

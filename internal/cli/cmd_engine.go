@@ -100,17 +100,43 @@ func defaultDataDir() string {
 	return "kura-data"
 }
 
-// engineGOMAXPROCS raises GOMAXPROCS to at least 8 when pool disks given
-// as paths open as aio:// (io_uring unavailable), so goroutines blocked in
-// pread/pwrite do not hold up the Ps that serve sockets: measured at 4k
-// QD32 over NBD, 8 served ~1.35x the IOPS of 2 (docs/nbd.md,
-// "GOMAXPROCS"). With io_uring (the default) nothing blocks a P for long,
-// and extra Ps only add thread wake-ups: on 2 CPUs, 2 beat 8 by 2–22 % in
-// IOPS at 12–25 % less CPU per I/O (docs/benchmarks.md, "GOMAXPROCS"), so
-// the Go default stays. An explicit GOMAXPROCS in the environment wins.
+// engineGOMAXPROCS sets the engine's GOMAXPROCS policy; an explicit
+// GOMAXPROCS in the environment wins.
+//
+// When pool disks given as paths open as aio:// (io_uring unavailable),
+// it is at least 8, so goroutines blocked in pread/pwrite do not hold up
+// the Ps that serve sockets: measured at 4k QD32 over NBD, 8 served
+// ~1.35x the IOPS of 2 (docs/nbd.md, "GOMAXPROCS").
+//
+// Otherwise it is the Go default, raised while ring-mode threads are open
+// (blockdev.SetThreadQueueHook) to one more than their number. A ring
+// thread waits in io_uring_enter holding its P in syscall state; when
+// every P is held so, sysmon takes them back every 20 µs, wakes a thread
+// to spin on each, and the ring thread coming back from the kernel must
+// wait for a P (docs/nvmetcp.md, "Ring threads and Ps"). With two NVMe/TCP
+// I/O queues in ring mode on 2 CPUs that cost the target a quarter of its
+// CPU per I/O. One connection's ring thread (NBD from fio) leaves the
+// default alone.
 func engineGOMAXPROCS() {
-	if os.Getenv("GOMAXPROCS") != "" || blockdev.BareScheme() != "aio" {
+	if os.Getenv("GOMAXPROCS") != "" {
 		return
 	}
-	runtime.GOMAXPROCS(max(8, runtime.NumCPU()))
+	if blockdev.BareScheme() == "aio" {
+		runtime.GOMAXPROCS(max(8, runtime.NumCPU()))
+		return
+	}
+	blockdev.SetThreadQueueHook(ringProcs(runtime.GOMAXPROCS(0), runtime.GOMAXPROCS))
+}
+
+// ringProcs returns the thread-queue hook that keeps GOMAXPROCS at
+// max(base, open+1) through set (runtime.GOMAXPROCS; a parameter for
+// tests).
+func ringProcs(base int, set func(int) int) func(open int) {
+	cur := base // guarded by the hook's caller (blockdev's lock)
+	return func(open int) {
+		if want := max(base, open+1); want != cur {
+			cur = want
+			set(want)
+		}
+	}
 }

@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/kura-io/kura/internal/blockdev"
 	"github.com/kura-io/kura/internal/nexus"
 )
 
@@ -178,6 +180,8 @@ func (e *Engine) writeFrontendMetrics(m *metricsWriter) {
 	for _, r := range rs {
 		m.metric("kura_ring_mode_entries_total", "Times a connection (an NVMe/TCP I/O queue) entered ring mode.", "counter", float64(r.enters), "frontend", r.frontend)
 	}
+	m.metric("kura_ring_threads", "Threads waiting on a per-thread io_uring queue (ring mode, every frontend).", "gauge", float64(blockdev.ThreadQueues()))
+	m.metric("kura_gomaxprocs", "GOMAXPROCS of the engine now (raised while ring threads hold Ps; cli engineGOMAXPROCS).", "gauge", float64(runtime.GOMAXPROCS(0)))
 	for _, r := range rs {
 		m.metric("kura_ring_mode_connections", "Connections (NVMe/TCP I/O queues) in ring mode now.", "gauge", float64(r.conns), "frontend", r.frontend)
 	}
