@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Kura's comparative benchmark suite (issue 6): one command, `make bench`.
 #
-# Installs what it needs (fio, nbdkit, qemu-utils, libnbd-bin, gnuplot),
+# Installs what it needs (fio, nbdkit, qemu-utils, libnbd-bin, gnuplot, gcc,
+# liburing-dev),
 # builds kura and the benchmark's own small NBD server, creates one backing
 # file (1 GiB, fully written, on a file system with O_DIRECT — never tmpfs)
 # and measures, alternating systems job by job in each round:
 #   raw file (fio io_uring, direct) · Kura engine (thick replica, nexus 1 and 3
 #   children) and the Kura NBD server alone (aio://, uring://) · nbdkit file
 #   cache=none · qemu-nbd cache=none aio=io_uring · Kura malloc vs nbdkit
-#   memory · kura bench over NVMe/TCP
+#   memory · kura bench over NVMe/TCP · the loopback ceiling (scripts/loopcal:
+#   the cheapest C client and server, 4k random only)
 # at 4k randread QD1/4/16/32, 4k randwrite QD1/32, 128k seq read/write QD8.
 # Writes docs/benchmarks/results.json, docs/benchmarks/iops-vs-qd.png and the
 # generated section of docs/benchmarks.md.
@@ -38,6 +40,8 @@ command -v nbdkit >/dev/null || need+=(nbdkit)
 command -v qemu-nbd >/dev/null || need+=(qemu-utils)
 command -v nbdinfo >/dev/null || need+=(libnbd-bin)
 command -v gnuplot >/dev/null || need+=(gnuplot-nox)
+command -v gcc >/dev/null || need+=(gcc)
+[ -e /usr/include/liburing.h ] || need+=(liburing-dev)
 if [ ${#need[@]} -gt 0 ]; then
 	log "installing ${need[*]}"
 	$SUDO apt-get update -qq -o DPkg::Lock::Timeout=300 || true
@@ -64,6 +68,15 @@ if [ -d cmd/kurabench/nbdserver ]; then
 	fi
 fi
 
+# The loopback ceiling (scripts/loopcal, C): optional like the Kura parts.
+rm -f bin/loopcal-server bin/loopcal-client
+if gcc -O2 -Wall -o bin/loopcal-server scripts/loopcal/server.c -luring 2>bin/.loopcal-build.log &&
+	gcc -O2 -Wall -o bin/loopcal-client scripts/loopcal/client.c 2>>bin/.loopcal-build.log; then
+	log "built bin/loopcal-server, bin/loopcal-client"
+else
+	log "loopcal does not build (the loopback ceiling will be skipped): $(head -c 300 bin/.loopcal-build.log)"
+fi
+
 # --- backing file: a disk file system that supports O_DIRECT ------------------
 file="${BENCH_FILE:-}"
 if [ -z "$file" ]; then
@@ -82,4 +95,4 @@ fi
 log "backing file $file ($(df --output=fstype "$(dirname "$(dirname "$file")")" | tail -1))"
 
 log "running the matrix"
-exec bin/kurabench run --file "$file" --kura bin/kura --kura-nbd bin/kurabench-nbd "$@"
+exec bin/kurabench run --file "$file" --kura bin/kura --kura-nbd bin/kurabench-nbd --loopcal bin "$@"

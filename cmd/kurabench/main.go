@@ -86,6 +86,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		workDir   = fs.String("workdir", "", "logs, pool files, engine data (default next to the file)")
 		kura      = fs.String("kura", "bin/kura", "kura binary (missing: engine systems not available)")
 		kuraNBD   = fs.String("kura-nbd", "bin/kurabench-nbd", "kurabench-nbd binary (missing: Kura server-alone systems not available)")
+		loopCal   = fs.String("loopcal", "bin", "directory of loopcal-server and loopcal-client (scripts/loopcal; missing: the loopback ceiling is not measured)")
 		note      = fs.String("note", "", "free text recorded in the results")
 		poolDev   = fs.String("pool-device", "", `device scheme for the engine's pool disks: "aio" or "uring" (default: a bare path, the engine's default)`)
 		noDoc     = fs.Bool("no-doc", false, "write only the JSON (no Markdown, no plot)")
@@ -113,7 +114,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	cfg := benchsuite.Config{
 		Rounds: *rounds, Runtime: *runtime, Ramp: *ramp, Only: *only, Workloads: *workloads,
 		File: *file, Size: *sizeMiB << 20, WorkDir: *workDir,
-		Kura: existing(*kura), KuraNBD: existing(*kuraNBD), Note: *note, PoolScheme: *poolDev,
+		Kura: existing(*kura), KuraNBD: existing(*kuraNBD), LoopCal: loopCalDir(*loopCal), Note: *note, PoolScheme: *poolDev,
 		Logf: func(format string, a ...any) {
 			fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
 		},
@@ -268,4 +269,12 @@ func secondsArgs(args []string, names ...string) []string {
 		}
 	}
 	return out
+}
+
+// loopCalDir returns dir (absolute) when it holds loopcal-client, else "".
+func loopCalDir(dir string) string {
+	if existing(filepath.Join(dir, "loopcal-client")) == "" {
+		return ""
+	}
+	return existing(dir)
 }

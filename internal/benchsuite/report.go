@@ -204,6 +204,9 @@ func EvaluateTargets(ms []Median) []TargetResult {
 	}
 	add(memTargets, SysKuraMalloc, true)
 	add(nvmfTargets, SysKuraNVMf, true)
+	if hasAny(ms, SysLoopCal) {
+		add(nvmfTargets, SysLoopCal, false) // the ceiling any two-process server meets
+	}
 	if hasAny(ms, SysKuraNVMfMem) {
 		add(nvmfTargets, SysKuraNVMfMem, true) // issue 3: malloc share too
 	}

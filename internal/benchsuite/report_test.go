@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 )
 
 func sample(sys, w string, round int, iops, lat float64) Sample {
@@ -136,5 +137,20 @@ func TestWorkloadsAndSystems(t *testing.T) {
 	}
 	if r := rotate(s, 1); r[0].Name != SysQemuNBD || len(r) != 2 {
 		t.Errorf("rotate: %v", r)
+	}
+}
+
+func TestParseLoopCal(t *testing.T) {
+	m, err := ParseLoopCal([]byte("iops=81234 lat_mean_us=393.5 client_cpu_us=0.47 ios=406170\n"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.IOPS != 81234 || m.LatMeanUs != 393.5 || m.ClientCPUUsPerIO != 0.47 || m.IOs != 406170 || m.RuntimeMs != 5000 || m.BWBytes != 81234*4096 {
+		t.Fatalf("parsed %+v", m)
+	}
+	for _, bad := range []string{"", "iops=1 ios=1", "iops=x lat_mean_us=1 client_cpu_us=1 ios=1", "iops=0 lat_mean_us=1 client_cpu_us=1 ios=0", "loopcal-client: nothing completed"} {
+		if _, err := ParseLoopCal([]byte(bad), time.Second); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
 	}
 }

@@ -29,6 +29,7 @@ type Config struct {
 	WorkDir    string        // logs, pool files, engine data
 	Kura       string        // kura binary ("" = not built)
 	KuraNBD    string        // kurabench-nbd binary ("" = not built)
+	LoopCal    string        // directory of the loopcal binaries ("" = not built)
 	PoolScheme string        // device scheme of engine pool disks ("" = bare path, the engine default)
 	Fio        string        // fio binary ("" = look up "fio")
 	Note       string        // free text recorded in the results (e.g. "quick")
@@ -154,7 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	res := &Results{Workloads: workloads, Meta: meta(ctx, cfg)}
 	files := []string{cfg.File}
 	env := &Env{
-		File: cfg.File, Size: cfg.Size, WorkDir: cfg.WorkDir, Kura: cfg.Kura, KuraNBD: cfg.KuraNBD, PoolScheme: cfg.PoolScheme, Logf: cfg.logf,
+		File: cfg.File, Size: cfg.Size, WorkDir: cfg.WorkDir, Kura: cfg.Kura, KuraNBD: cfg.KuraNBD, LoopCal: cfg.LoopCal, PoolScheme: cfg.PoolScheme, Logf: cfg.logf,
 		ExtraFile: func(name string, size int64) (string, error) {
 			p := filepath.Join(filepath.Dir(cfg.File), name)
 			// Always a fresh file: an old one still holds a pool label.

@@ -43,6 +43,7 @@ type Env struct {
 	WorkDir string // logs, engine data dirs, pool files
 	Kura    string // path of the kura binary, "" when it is not built
 	KuraNBD string // path of the kurabench-nbd server binary, "" when not built
+	LoopCal string // directory of loopcal-server and loopcal-client, "" when not built
 	// PoolScheme is the device scheme of the engine's pool disks ("aio",
 	// "uring"); "" passes a bare path (the engine's default).
 	PoolScheme string
@@ -152,6 +153,7 @@ func serveNBD(ctx context.Context, env *Env, name, export string, argv func(port
 func AllSystems() []System {
 	return []System{
 		{Name: SysRaw, Group: GroupFile, Desc: "fio io_uring, O_DIRECT, on the backing file (no server)", start: startRaw},
+		{Name: SysLoopCal, Group: GroupFile, Desc: "the loopback ceiling: the cheapest C client and server (scripts/loopcal) over loopback TCP on the same file, 4k random only", start: startLoopCal},
 		{Name: SysKuraReplica, Group: GroupFile, Desc: "Kura engine: thick replica in a pool on a file, `kura replica share --protocol nbd`", start: startKuraEngine(engReplica)},
 		{Name: SysKuraNexus1, Group: GroupFile, Desc: "Kura engine: nexus over 1 thick replica, `kura nexus publish --protocol nbd`", start: startKuraEngine(engNexus1)},
 		{Name: SysKuraNexus3, Group: GroupFile, Desc: "Kura engine: nexus over 3 thick replicas (3 pool files), `kura nexus publish --protocol nbd`", start: startKuraEngine(engNexus3)},
