@@ -265,6 +265,15 @@ func groupOf(r *Results, sys string) string {
 
 func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
 
+// orDash is f1, or "–" for a value the load generator does not report
+// (0: loopcal has no percentiles).
+func orDash(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return f1(v)
+}
+
 func kiops(v float64) string { return fmt.Sprintf("%.1f", v/1e3) }
 
 func ratioCell(ms []Median, sys, base, w string) string {
@@ -366,7 +375,7 @@ func Markdown(r *Results, plotRel string) string {
 				cli = f1(md.ClientCPUUsPerIO)
 			}
 			fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s–%s (%d",
-				s.Name, kiops(md.IOPS), md.BWBytes/1e6, f1(md.LatMeanUs), f1(md.LatP99Us), xraw, xnbdkit, xqemu, srv, cli,
+				s.Name, kiops(md.IOPS), md.BWBytes/1e6, f1(md.LatMeanUs), orDash(md.LatP99Us), xraw, xnbdkit, xqemu, srv, cli,
 				kiops(md.IOPSMin), kiops(md.IOPSMax), md.N)
 			if md.Errors > 0 {
 				fmt.Fprintf(&b, ", %d failed", md.Errors)
