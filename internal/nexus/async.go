@@ -80,7 +80,7 @@ func (n *Nexus) startQueued(write bool, p []byte, off int64, cb blockdev.IOCompl
 		if i == 0 {
 			// Nothing started yet: decline, the caller goes synchronous.
 			r.fin.Store(true) // a timer that fires anyway finds fin taken
-			if r.atimer.Stop() {
+			if r.stopTimer() {
 				putRequest(r) // else onTimeout may still read r: drop it
 			}
 			n.gate.exit()
@@ -151,7 +151,7 @@ func (r *request) asyncDone(s *subOp, fromDevice bool) {
 	}
 	// A timer that could not be stopped may still run onTimeout: then the
 	// request is never reused (onTimeout reads it).
-	r.reuse = r.atimer.Stop()
+	r.reuse = r.stopTimer()
 	for i := range r.subs {
 		if r.subs[i].err != nil {
 			go r.finishSlow()
@@ -172,6 +172,17 @@ func (r *request) asyncDone(s *subOp, fromDevice bool) {
 	r.release()
 }
 
+// stopTimer stops atimer and reports whether it did before onTimeout
+// ran for good: then r may be reused, and everything an earlier,
+// re-arming onTimeout did to r happened before (rearmed).
+func (r *request) stopTimer() bool {
+	if !r.atimer.Stop() {
+		return false
+	}
+	r.rearmed.Load()
+	return true
+}
+
 // onTimeout abandons the sub-ops still pending and finishes the request.
 // It runs on the timer's goroutine (and alone touches r.overdue).
 func (r *request) onTimeout() {
@@ -179,6 +190,7 @@ func (r *request) onTimeout() {
 		// Started on a queue whose owner has not waited on it since the
 		// deadline: its completion may be posted only when the owner
 		// next waits, so the child is not known to be late. Look again.
+		r.rearmed.Add(1)
 		r.atimer.Reset(queueGrace)
 		return
 	}

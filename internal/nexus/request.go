@@ -67,6 +67,12 @@ type request struct {
 	// nil; overdue is when onTimeout first found it late (UnixNano).
 	q       *nexusQueue
 	overdue int64
+	// rearmed is bumped by onTimeout before it re-arms atimer, after its
+	// last use of q and overdue; stopTimer reads it when Stop wins over a
+	// re-armed timer. The timer's own lock orders the two at run time, but
+	// that lock is the runtime's and gives the race detector (and the
+	// memory model) no edge; this atomic does, before r is reused.
+	rearmed atomic.Uint32
 }
 
 var requestPool = sync.Pool{New: func() any {
