@@ -114,9 +114,11 @@ func defaultDataDir() string {
 // every P is held so, sysmon takes them back every 20 µs, wakes a thread
 // to spin on each, and the ring thread coming back from the kernel must
 // wait for a P (docs/nvmetcp.md, "Ring threads and Ps"). With two NVMe/TCP
-// I/O queues in ring mode on 2 CPUs that cost the target a quarter of its
+// I/O queues in ring mode on 2 CPUs that cost the target a fifth of its
 // CPU per I/O. One connection's ring thread (NBD from fio) leaves the
-// default alone.
+// default alone. Once raised, GOMAXPROCS is set explicitly (back to the
+// default taken at start when the threads close), so the runtime stops
+// following CPU-limit changes.
 func engineGOMAXPROCS() {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return
