@@ -15,12 +15,7 @@ import (
 // randwrite through it on a small file, as make bench does.
 func TestLoopCal(t *testing.T) {
 	gcc := testtool.Require(t, "gcc")[0]
-	if _, err := os.Stat("/usr/include/liburing.h"); err != nil {
-		if os.Getenv("KURA_REQUIRE_TOOLS") == "1" {
-			t.Fatal("liburing.h not found (KURA_REQUIRE_TOOLS=1): install liburing-dev via scripts/test-packages.txt")
-		}
-		t.Skip("liburing-dev not installed")
-	}
+	testtool.RequireFile(t, "/usr/include/liburing.h", "liburing-dev")
 	dir := t.TempDir()
 	src := filepath.Join("..", "..", "scripts", "loopcal")
 	for _, b := range [][]string{

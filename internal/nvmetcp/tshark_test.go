@@ -21,11 +21,7 @@ import (
 // malformed PDU (a cheap independent check of our wire format).
 func TestTsharkDecodesTraffic(t *testing.T) {
 	tshark := testtool.Require(t, "tshark")[0]
-	if os.Geteuid() != 0 {
-		if os.Getenv("KURA_REQUIRE_TOOLS") != "1" {
-			t.Skip("capturing on lo needs root")
-		}
-	}
+	testtool.RequireRoot(t, "capturing on lo")
 	tg := startTarget(t, TargetConfig{})
 	nqn, _ := addMalloc(t, tg, "shark", 8<<20, 512)
 	port := tg.Addr().(*net.TCPAddr).Port

@@ -22,9 +22,7 @@ import (
 // disk is back the same export serves reads and writes again through the
 // reconnected association, with the data written before the hang intact.
 func TestRemoteDiskHangs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a loop file system needs root")
-	}
+	testtool.RequireRoot(t, "mounting a loop file system")
 	testtool.Require(t, "fsfreeze", "mkfs.ext4", "mount", "umount")
 	const ioTimeout = 1500 * time.Millisecond
 	dir := t.TempDir()
